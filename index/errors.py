@@ -1,0 +1,30 @@
+"""Named exceptions for the index package.
+
+Messages are written for an operator reading a log or a CLI error: they name
+the version, the file and what to do where that is known.
+"""
+
+from __future__ import annotations
+
+
+class ArtifactError(Exception):
+    """Base class: something is wrong with the artifacts under DATA_DIR."""
+
+
+class CorruptArtifactError(ArtifactError):
+    """A version cannot be trusted: checksum mismatch, missing file,
+    missing/invalid manifest or an incomplete (never committed) version."""
+
+
+class BuildLockedError(ArtifactError):
+    """Another build or update holds DATA_DIR/build.lock."""
+
+
+class NoIndexError(ArtifactError):
+    """DATA_DIR has no `current` version yet (nothing built or published)."""
+
+
+class ReadOnlyIndexError(ValueError):
+    """An index loaded with mmap=True is a read-only view of its file and
+    cannot be appended to; FAISS would abort the whole process instead of
+    raising, so we refuse first. Load with mmap=False to update it."""

@@ -1,0 +1,234 @@
+"""FAISS nearest-neighbour index over L2-normalised float32 vectors.
+
+Inner product on unit vectors is cosine similarity. Ids are row positions
+0..N-1 (no IndexIDMap): callers keep their own row -> article mapping, and
+plain positional ids work for both Flat and HNSW.
+
+Exact (IndexFlatIP) up to `IndexParams.exact_max` vectors, because brute force
+is fast enough there and has perfect recall; HNSW above, because brute-force
+all-pairs neighbours become quadratic.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from index.errors import ReadOnlyIndexError
+
+__all__ = [
+    "IndexParams",
+    "build_index",
+    "search",
+    "add_vectors",
+    "save_index",
+    "load_index",
+    "exact_search",
+    "recall_at_k",
+    "is_mmapped",
+]
+
+# Rows added per faiss call: bounds temporary memory and keeps progress granular.
+_ADD_BATCH = 65_536
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    """How to build the index. Defaults favour recall over build speed."""
+
+    exact_max: int = 200_000  # IndexFlatIP up to this many vectors, HNSW above
+    hnsw_m: int = 32
+    ef_construction: int = 80
+    ef_search: int = 128
+
+    def __post_init__(self) -> None:
+        if self.exact_max < 0:
+            raise ValueError(f"exact_max must be >= 0, got {self.exact_max}")
+        for name in ("hnsw_m", "ef_construction", "ef_search"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def _as_matrix(vectors: np.ndarray, what: str, d: int | None = None) -> np.ndarray:
+    """FAISS needs float32 C-contiguous 2-D input; copy only if necessary."""
+    arr = np.ascontiguousarray(vectors, dtype=np.float32)
+    if arr.ndim != 2:
+        raise ValueError(f"{what} must be 2-D [n, d], got shape {arr.shape}")
+    if d is not None and arr.shape[1] != d:
+        raise ValueError(f"{what} have dimension {arr.shape[1]}, index has {d}")
+    return arr
+
+
+def _find_hnsw(index: faiss.Index) -> faiss.IndexHNSW | None:
+    """Unwrap common wrappers to reach an HNSW index, if there is one."""
+    idx = faiss.downcast_index(index)
+    for _ in range(4):  # wrappers nest shallowly; bound the walk
+        if isinstance(idx, faiss.IndexHNSW):
+            return idx
+        inner = getattr(idx, "index", None)
+        if inner is None:
+            return None
+        idx = faiss.downcast_index(inner)
+    return None
+
+
+def _set_ef_search(index: faiss.Index, ef_search: int) -> None:
+    """efSearch is a query-time knob; Flat indexes simply have none."""
+    if ef_search < 1:
+        raise ValueError(f"ef_search must be >= 1, got {ef_search}")
+    hnsw = _find_hnsw(index)
+    if hnsw is not None:
+        hnsw.hnsw.efSearch = int(ef_search)
+
+
+def build_index(vectors: np.ndarray, params: IndexParams) -> faiss.Index:
+    """Build an inner-product index over already L2-normalised rows.
+
+    Row i gets id i. Vectors are not normalised here: that is the caller's
+    contract, and normalising would hide a bug upstream.
+    """
+    x = _as_matrix(vectors, "vectors")
+    n, d = x.shape
+    if d < 1:
+        raise ValueError("vectors must have at least one dimension")
+    index: faiss.Index
+    if n <= params.exact_max:
+        index = faiss.IndexFlatIP(d)
+    else:
+        index = faiss.IndexHNSWFlat(d, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = params.ef_construction
+        index.hnsw.efSearch = params.ef_search
+    add_vectors(index, x)
+    return index
+
+
+def is_mmapped(index: faiss.Index) -> bool:
+    """True if the index's storage is a read-only view of a mapped file."""
+    idx = faiss.downcast_index(index)
+    owners = []
+    hnsw = _find_hnsw(idx)
+    if hnsw is not None:
+        owners.append(getattr(faiss.downcast_index(hnsw.storage), "codes", None))
+        owners.append(getattr(hnsw.hnsw, "neighbors", None))
+    else:
+        owners.append(getattr(idx, "codes", None))
+    # Older faiss used std::vector (always owned, no `is_owned`).
+    return any(o is not None and getattr(o, "is_owned", True) is False for o in owners)
+
+
+def add_vectors(index: faiss.Index, vectors: np.ndarray) -> None:
+    """Append rows (incremental update); they get ids ntotal..ntotal+n-1."""
+    if is_mmapped(index):
+        raise ReadOnlyIndexError(
+            "cannot add vectors to a memory-mapped index; load it with mmap=False to update it"
+        )
+    x = _as_matrix(vectors, "vectors", index.d)
+    for start in range(0, x.shape[0], _ADD_BATCH):
+        index.add(x[start : start + _ADD_BATCH])
+
+
+def search(
+    index: faiss.Index, queries: np.ndarray, k: int, *, batch_size: int = 8192
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k by inner product, in batches to bound the result buffers.
+
+    Returns (scores float32 [n, k'], ids int64 [n, k']) with k' = min(k, ntotal).
+    Where the index returns fewer than k' hits (possible with HNSW) the id is -1
+    and the score -inf.
+    """
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    q = _as_matrix(queries, "queries", index.d)
+    n = q.shape[0]
+    k = min(k, int(index.ntotal))
+    scores = np.empty((n, k), dtype=np.float32)
+    ids = np.empty((n, k), dtype=np.int64)
+    if k == 0 or n == 0:
+        return scores, ids
+    for start in range(0, n, batch_size):
+        s, i = index.search(q[start : start + batch_size], k)
+        scores[start : start + len(s)] = s
+        ids[start : start + len(i)] = i
+    scores[ids < 0] = -np.inf
+    return scores, ids
+
+
+def save_index(index: faiss.Index, path: Path) -> None:
+    """Write via a temp file + rename so a crash never leaves half an index."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        faiss.write_index(index, str(tmp))
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _mmap_flags() -> int:
+    # IO_FLAG_MMAP_IFC (faiss >= 1.10) maps flat codes and HNSW graphs;
+    # the older IO_FLAG_MMAP only maps IVF inverted lists.
+    mmap_flag = getattr(faiss, "IO_FLAG_MMAP_IFC", faiss.IO_FLAG_MMAP)
+    return mmap_flag | faiss.IO_FLAG_READ_ONLY
+
+
+def load_index(path: Path, *, mmap: bool = True, ef_search: int | None = None) -> faiss.Index:
+    """Read an index, memory-mapped when possible so several API workers share
+    the page cache instead of each holding a private copy.
+
+    A mapped index is read-only (see `is_mmapped`); load with mmap=False to
+    append to it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no index file at {path}")
+    index: faiss.Index | None = None
+    if mmap:
+        try:
+            index = faiss.read_index(str(path), _mmap_flags())
+        except RuntimeError:
+            index = None  # this index type cannot be mapped: read it plainly
+    if index is None:
+        index = faiss.read_index(str(path))
+    if ef_search is not None:
+        _set_ef_search(index, ef_search)
+    return index
+
+
+def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force reference (IndexFlatIP): ground truth for ANN recall."""
+    x = _as_matrix(vectors, "vectors")
+    index = faiss.IndexFlatIP(x.shape[1])
+    add_vectors(index, x)
+    return search(index, queries, k)
+
+
+def recall_at_k(approx_ids: np.ndarray, exact_ids: np.ndarray, k: int) -> float:
+    """Fraction of the exact top-k ids that the approximate top-k found.
+
+    Micro-averaged over all queries; -1 padding is ignored on both sides.
+    Returns 1.0 when there is no ground truth at all (vacuously perfect).
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    a = np.asarray(approx_ids)[:, :k]
+    e = np.asarray(exact_ids)[:, :k]
+    if a.shape[0] != e.shape[0]:
+        raise ValueError(f"row count differs: approx {a.shape[0]}, exact {e.shape[0]}")
+    hits = 0
+    total = 0
+    for start in range(0, e.shape[0], 4096):  # chunk the n*k*k comparison
+        ea = e[start : start + 4096]
+        aa = a[start : start + 4096]
+        valid = ea >= 0
+        found = (ea[:, :, None] == aa[:, None, :]).any(axis=2) & valid
+        hits += int(found.sum())
+        total += int(valid.sum())
+    return 1.0 if total == 0 else hits / total

@@ -1,0 +1,93 @@
+"""Language-aware analysis: language detection, tokenizing, stop words and Snowball stemming.
+
+A German article and an English one must not meet on "die" or "will", and "Wahlen"/"Wahl"
+must meet each other: so each language gets its own stop words and stemmer, and the
+analyzer output is what TF-IDF counts.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from functools import lru_cache
+
+import py3langid
+import Stemmer
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+from stop_words import get_stop_words
+
+SNOWBALL_NAMES = {
+    "en": "english", "de": "german", "fr": "french", "es": "spanish", "it": "italian",
+    "nl": "dutch", "pt": "portuguese", "sv": "swedish", "da": "danish", "no": "norwegian",
+    "fi": "finnish", "ru": "russian", "pl": "polish", "tr": "turkish", "ro": "romanian",
+}
+# Words, with inner apostrophes/hyphens split off; at least one letter so bare numbers don't bind stories.
+TOKEN = re.compile(r"[^\W\d_][\w]*|\d+[^\W\d_]\w*", re.UNICODE)
+# French/Italian elision: l'armée -> armée, dell'Italia -> italia.
+ELISION = re.compile(r"\b\w{1,4}['’]", re.UNICODE)
+MIN_DETECT_CHARS = 20
+
+
+def detect_language(text: str, default: str) -> str:
+    """ISO 639-1 code of `text`; `default` when the text is too short to tell."""
+    if len(text) < MIN_DETECT_CHARS:
+        return default
+    lang, _score = py3langid.classify(text[:2000])
+    return lang
+
+
+@lru_cache(maxsize=64)
+def stop_words_for(lang: str) -> frozenset[str]:
+    words: set[str] = set()
+    if lang == "en":
+        words |= set(ENGLISH_STOP_WORDS)
+    try:
+        words |= {w.lower() for w in get_stop_words(lang)}
+    except Exception:  # stop_words raises its own error type for unknown languages
+        pass
+    return frozenset(words)
+
+
+class Analyzer:
+    """Turns (title, body) of one language into weighted tokens: unigrams and word n-grams."""
+
+    def __init__(self, lang: str, *, stop_words: bool, stemming: bool, ngram_max: int) -> None:
+        self.lang = lang
+        self.ngram_max = ngram_max
+        self._stop = stop_words_for(lang) if stop_words else frozenset()
+        name = SNOWBALL_NAMES.get(lang) if stemming else None
+        self._stem: Callable[[list[str]], list[str]]
+        if name:
+            stemmer = Stemmer.Stemmer(name)
+            stemmer.maxCacheSize = 200_000
+            self._stem = stemmer.stemWords
+        else:
+            self._stem = lambda words: words
+
+    def words(self, text: str) -> list[str]:
+        """Stemmed content words in order (stop words removed before stemming)."""
+        lowered = ELISION.sub(" ", text.lower()) if self.lang in ("fr", "it") else text.lower()
+        stop = self._stop
+        return self._stem([w for w in TOKEN.findall(lowered) if w not in stop and len(w) > 1])
+
+    def terms(self, text: str) -> list[str]:
+        words = self.words(text)
+        if self.ngram_max < 2:
+            return words
+        terms = list(words)
+        for n in range(2, self.ngram_max + 1):
+            terms.extend(" ".join(words[i : i + n]) for i in range(len(words) - n + 1))
+        return terms
+
+
+class AnalyzerSet:
+    """One analyzer per language, created on first use; unknown languages get no stemming."""
+
+    def __init__(self, *, stop_words: bool, stemming: bool, ngram_max: int) -> None:
+        self._options = dict(stop_words=stop_words, stemming=stemming, ngram_max=ngram_max)
+        self._by_lang: dict[str, Analyzer] = {}
+
+    def __getitem__(self, lang: str) -> Analyzer:
+        analyzer = self._by_lang.get(lang)
+        if analyzer is None:
+            analyzer = self._by_lang[lang] = Analyzer(lang, **self._options)
+        return analyzer

@@ -1,0 +1,227 @@
+"""Full build: source file -> validated articles -> vectors -> FAISS -> neighbour lists -> version.
+
+Cron-safe by construction: an exclusive lock, a content hash that makes repeated runs no-ops,
+a staging directory that only becomes a version once complete, and `current` switched last.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from tqdm import tqdm
+
+from index.artifacts import VersionWriter, build_lock, current_version, find_version_by_hash, prune, publish
+from index.faiss_index import IndexParams, build_index
+from index.neighbours import Corpus, build_neighbours
+from recommender.analysis import detect_language
+from recommender.articles import Article, Ingested
+from recommender.config import PipelineConfig
+from recommender.errors import RelatedError
+from recommender.sources import read_source, write_rejects
+from recommender.tfidf import ArticleVectorizer, Document, Vectors
+
+log = logging.getLogger("related.build")
+LIBRARIES = ("related-articles", "numpy", "scipy", "scikit-learn", "faiss-cpu")
+
+
+@dataclass
+class BuildReport:
+    version: Path | None
+    records: int
+    articles: int
+    rejects: int
+    seconds: float
+    unchanged: bool = False
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        name = self.version.name if self.version else "-"
+        state = "unchanged" if self.unchanged else "built"
+        return (
+            f"{state} version={name} articles={self.articles} rejects={self.rejects} "
+            f"records={self.records} seconds={self.seconds:.1f}"
+        )
+
+
+def library_versions() -> dict[str, str]:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "unknown"
+    return versions
+
+
+def content_hash(source: Path, config: PipelineConfig) -> str:
+    """Same input bytes and same artifact-relevant config -> same hash -> no new version."""
+    digest = hashlib.sha256()
+    with open(source, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    digest.update(config.fingerprint().encode())
+    digest.update(library_versions()["related-articles"].encode())
+    return digest.hexdigest()
+
+
+def documents(articles: Sequence[Article], config: PipelineConfig) -> list[Document]:
+    """Vectorizer input; the language comes from the record or is detected from the text."""
+    default = config.text.default_lang
+    return [
+        Document(lang=a.lang or detect_language(f"{a.title}. {a.body}", default), title=a.title, body=a.body)
+        for a in articles
+    ]
+
+
+def article_rows(articles: Sequence[Article], docs: Sequence[Document]) -> list[dict]:
+    return [a.to_metadata() | {"lang": d.lang} for a, d in zip(articles, docs)]
+
+
+def compute_neighbours(
+    index, vectors: Vectors, times: np.ndarray, config: PipelineConfig, progress: Callable[[int], object] | None = None
+) -> tuple[Corpus, np.ndarray, np.ndarray]:
+    corpus = Corpus(index=index, sparse=vectors.sparse, times=times)
+    ids, scores = build_neighbours(corpus, config.neighbours.params(), vectors.dense, progress=progress)
+    return corpus, ids, scores
+
+
+def publication_times(rows: Sequence[dict]) -> np.ndarray:
+    """Epoch seconds per article (NaN when unknown), from the metadata rows."""
+    return np.array(
+        [datetime.fromisoformat(r["published"].replace("Z", "+00:00")).timestamp() if r.get("published") else np.nan for r in rows],
+        dtype=np.float64,
+    )
+
+
+def save_sparse(writer: VersionWriter, prefix: str, matrix: sp.csr_matrix) -> None:
+    """CSR as three plain arrays, so the service can memory-map them."""
+    writer.save_array(f"{prefix}_data.npy", matrix.data.astype(np.float32))
+    writer.save_array(f"{prefix}_indices.npy", matrix.indices.astype(np.int32))
+    writer.save_array(f"{prefix}_indptr.npy", matrix.indptr.astype(np.int64))
+
+
+def write_version(
+    writer: VersionWriter,
+    *,
+    vectorizer: ArticleVectorizer,
+    dense: np.ndarray,
+    corpus: Corpus,
+    neighbours: tuple[np.ndarray, np.ndarray],
+    rows: list[dict],
+    alive: np.ndarray,
+) -> None:
+    terms, arrays = vectorizer.state()
+    writer.save_json("vocabulary.json", terms)
+    for name, array in arrays.items():
+        writer.save_array(f"{name}.npy", array)
+    save_sparse(writer, "tfidf", corpus.sparse)
+    if corpus.expanded is not None:
+        save_sparse(writer, "expanded", corpus.expanded)
+    writer.save_array("dense.npy", dense)
+    writer.save_index("index.faiss", corpus.index)
+    writer.save_array("neighbours.npy", neighbours[0])
+    writer.save_array("neighbour_scores.npy", neighbours[1])
+    writer.save_array("alive.npy", alive)
+    writer.save_jsonl("articles.jsonl", rows)
+
+
+def check_rejects(ingested: Ingested, source: Path, config: PipelineConfig) -> None:
+    if not ingested.articles:
+        raise RelatedError(
+            f"no valid articles in {source}: {ingested.records} records, {len(ingested.rejects)} rejected"
+        )
+    share = len(ingested.rejects) / max(1, ingested.records)
+    if share > config.build.max_reject_share:
+        raise RelatedError(
+            f"{len(ingested.rejects)} of {ingested.records} records rejected ({share:.0%}), more than "
+            f"build.max_reject_share={config.build.max_reject_share:.0%}; see the rejects file"
+        )
+
+
+def build(
+    source: Path,
+    data_dir: Path,
+    config: PipelineConfig,
+    *,
+    force: bool = False,
+    progress: bool = False,
+) -> BuildReport:
+    """Build a new version from `source` and make it current. Raises RelatedError on user errors."""
+    started = time.perf_counter()
+    source = Path(source)
+    if not source.is_file():
+        raise RelatedError(f"source file not found: {source}")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with build_lock(data_dir):
+        stages: dict[str, float] = {}
+        digest = content_hash(source, config)
+        existing = None if force else find_version_by_hash(data_dir, digest)
+        if existing is not None:
+            if current_version(data_dir) != existing.resolve():
+                publish(data_dir, existing)
+            return BuildReport(existing, 0, 0, 0, time.perf_counter() - started, unchanged=True)
+
+        def stage(name: str, t0: float) -> float:
+            now = time.perf_counter()
+            stages[name] = round(now - t0, 3)
+            log.info("%s: %.1fs", name, now - t0)
+            return now
+
+        t = time.perf_counter()
+        ingested = read_source(source)
+        rejects_path = data_dir / "rejects.jsonl"
+        write_rejects(ingested.rejects, rejects_path)
+        for reject in ingested.rejects[:20]:
+            log.warning("rejected line %s (id=%s): %s", reject.line, reject.id, reject.reason)
+        check_rejects(ingested, source, config)
+        t = stage("ingest", t)
+
+        docs = documents(ingested.articles, config)
+        vectorizer = ArticleVectorizer(config.text, config.reduce)
+        vectors = vectorizer.fit_transform(docs)
+        t = stage("vectorize", t)
+
+        index = build_index(vectors.dense, IndexParams(**config.index.model_dump()))
+        t = stage("index", t)
+
+        n = len(docs)
+        rows = article_rows(ingested.articles, docs)
+        with tqdm(total=n, desc="neighbours", unit="art", disable=not progress, leave=False) as bar:
+            corpus, ids, scores = compute_neighbours(index, vectors, publication_times(rows), config, bar.update)
+        t = stage("neighbours", t)
+
+        with VersionWriter(data_dir) as writer:
+            write_version(
+                writer, vectorizer=vectorizer, dense=vectors.dense, corpus=corpus, neighbours=(ids, scores),
+                rows=rows, alive=np.ones(n, dtype=bool),
+            )
+            write_rejects(ingested.rejects, writer.path("rejects.jsonl"))
+            meta = {
+                "kind": "build",
+                "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                "source": {"path": str(source.resolve()), "records": ingested.records},
+                "config": config.model_dump(mode="json"),
+                "counts": {"articles": n, "rejects": len(ingested.rejects), "vocabulary": len(vectorizer.terms_)},
+                "dims": int(vectors.dense.shape[1]),
+                "index_type": type(index).__name__,
+                "libraries": library_versions(),
+                "stages": stages,
+                "drift": {"articles_since_build": 0, "oov_token_share": 0.0},
+            }
+            version = writer.commit(meta, digest)
+        publish(data_dir, version)
+        removed = prune(data_dir, config.build.keep)
+        stage("write", t)
+        for old in removed:
+            log.info("pruned old version %s", old.name)
+    return BuildReport(
+        version, ingested.records, n, len(ingested.rejects), time.perf_counter() - started, stages=stages
+    )

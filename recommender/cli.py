@@ -1,0 +1,208 @@
+"""`related`: a thin click layer over the library. User errors print one line and exit 1."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+
+from index.errors import ArtifactError, BuildLockedError
+from recommender.config import PipelineConfig
+from recommender.errors import RelatedError
+
+EXIT_LOCKED = 75  # EX_TEMPFAIL: another build or update is running; try again later
+DEFAULT_DATA_DIR = "data"
+
+log = logging.getLogger("related")
+
+
+def data_dir_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=lambda: os.environ.get("RELATED_DATA_DIR", DEFAULT_DATA_DIR),
+        show_default="$RELATED_DATA_DIR or ./data",
+        help="Directory holding versions/ and the `current` link.",
+    )(func)
+
+
+def config_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        help="Pipeline configuration (TOML); defaults are used for anything it leaves out.",
+    )(func)
+
+
+def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn expected failures into a readable line and a meaningful exit code, never a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except BuildLockedError as err:
+            click.echo(f"related: {err}", err=True)
+            sys.exit(EXIT_LOCKED)
+        except (RelatedError, ArtifactError) as err:
+            click.echo(f"related: error: {err}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+class ArticleShortcutGroup(click.Group):
+    """`related ID` is short for `related show ID`."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            return "show", self.commands["show"], args
+        return super().resolve_command(ctx, args)
+
+
+@click.group(cls=ArticleShortcutGroup)
+@click.option("-v", "--verbose", is_flag=True, help="Log every stage.")
+@click.version_option(package_name="related-articles")
+def main(verbose: bool) -> None:
+    """"More like this" for news sites: build, update, serve and evaluate related-article lists."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@main.command()
+@click.option("--source", required=True, type=click.Path(path_type=Path), help="Corpus (.jsonl or .csv, optionally .gz).")
+@data_dir_option
+@config_option
+@click.option("--force", is_flag=True, help="Build a new version even when input and config are unchanged.")
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
+@user_errors
+def build(source: Path, data_dir: Path, config_path: Path | None, force: bool, progress: bool | None) -> None:
+    """Build a new index version from SOURCE and make it current."""
+    from recommender.build import build as run_build
+
+    config = PipelineConfig.load(config_path)
+    report = run_build(
+        source, data_dir, config, force=force, progress=sys.stderr.isatty() if progress is None else progress
+    )
+    if report.rejects:
+        click.echo(f"{report.rejects} records rejected; see {data_dir / 'rejects.jsonl'}", err=True)
+    click.echo(f"related build: {report.summary()}", err=True)
+    click.echo(report.summary())
+
+
+@main.command()
+@click.argument("article_id")
+@click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 100))
+@click.option("--lang", default=None, help="Language filter; `any` for all (default: the article's).")
+@click.option("--why/--no-why", default=True, show_default=True, help="Show the shared terms.")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON the API would return.")
+@data_dir_option
+@user_errors
+def show(article_id: str, limit: int, lang: str | None, why: bool, as_json: bool, data_dir: Path) -> None:
+    """Print the related list of ARTICLE_ID (also: `related ARTICLE_ID`)."""
+    from recommender.ranking import RelatedQuery
+    from recommender.related import RelatedIndex
+
+    index = RelatedIndex.open(data_dir)
+    result = index.for_article(article_id, RelatedQuery(limit=limit, lang=lang, explain=why))
+    if as_json:
+        click.echo(json.dumps(result.__dict__, ensure_ascii=False, indent=2))
+        return
+    source = index.articles[index.row_of[article_id]]
+    click.echo(f"{article_id}: {source.get('title')}  [{index.name}]")
+    for rank, item in enumerate(result.items, 1):
+        click.echo(f"{rank:>3}. {item['score']:.3f}  {item['id']}  {item['title']}")
+        if why and item.get("why"):
+            click.echo(f"        why: {', '.join(item['why'])}")
+    if result.fill_reason:
+        click.echo(f"     ({result.fill_reason})")
+
+
+@main.command()
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True)
+@user_errors
+def info(data_dir: Path, as_json: bool) -> None:
+    """Version, counts, dims and build time of the current index."""
+    from recommender.related import RelatedIndex
+
+    details = RelatedIndex.open(data_dir).info()
+    if as_json:
+        click.echo(json.dumps(details, indent=2))
+        return
+    counts = details.get("counts") or {}
+    click.echo(f"version:    {details['version']}")
+    click.echo(f"articles:   {details['articles']}")
+    click.echo(f"rejects:    {counts.get('rejects', 0)}")
+    click.echo(f"vocabulary: {counts.get('vocabulary')}")
+    click.echo(f"dims:       {details['dims']}")
+    click.echo(f"index:      {details['index_type']}")
+    click.echo(f"built_at:   {details['built_at']}")
+
+
+@main.command()
+@data_dir_option
+@click.option("--host", default=None, help="Default: $RELATED_HOST or 127.0.0.1.")
+@click.option("--port", default=None, type=int, help="Default: $RELATED_PORT or 8000.")
+@click.option("--workers", default=None, type=int, help="Default: $RELATED_WORKERS or 1.")
+@user_errors
+def serve(data_dir: Path, host: str | None, port: int | None, workers: int | None) -> None:
+    """Serve the HTTP API (flags override the RELATED_* environment)."""
+    import uvicorn
+
+    overrides = {"RELATED_DATA_DIR": str(data_dir), "RELATED_HOST": host, "RELATED_PORT": port, "RELATED_WORKERS": workers}
+    os.environ.update({k: str(v) for k, v in overrides.items() if v is not None})
+    from api.settings import Settings
+
+    settings = Settings()
+    uvicorn.run(
+        "api.app:create_app", factory=True, host=settings.host, port=settings.port,
+        workers=settings.workers, log_level="info", access_log=False,
+    )
+
+
+@main.command()
+@click.option("--corpus", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Corpus (.jsonl or .csv).")
+@click.option("--labels", "labels_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Labels JSONL ({id, story, category}); graded relevance 2 story / 1 category.")
+@click.option("--qrels", "qrels_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="TREC qrels (qid 0 docid grade) to use instead of labels.")
+@click.option("--config", "configs", multiple=True,
+              help="Config TOML or shipped name (default, tfidf_cosine, bm25, ...); repeatable. "
+                   "Default: default + tfidf_cosine + bm25. The first is the reference of the significance tests.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Output dir: metrics.json, summary.md, report.html, runs/, qrels.txt, indexes/.")
+@click.option("--queries", default=1000, show_default=True, type=click.IntRange(1), help="At most this many queries.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the query sample.")
+@click.option("--rel-level", type=click.IntRange(1), default=None,
+              help="Grade counted as relevant by P/R/MRR (default: 2 with stories, else 1).")
+@click.option("--force-build", is_flag=True, help="Rebuild pipeline indexes even when unchanged (for build time/memory).")
+@user_errors
+def evaluate(
+    corpus: Path, labels_path: Path | None, qrels_path: Path | None, configs: tuple[str, ...], out: Path,
+    queries: int, seed: int, rel_level: int | None, force_build: bool,
+) -> None:
+    """Evaluate configs and baselines on a labelled corpus: metrics, TREC runs and reports in OUT."""
+    from recommender.evaluate import load_configs, run_evaluation
+    from recommender.report import main_table
+
+    evaluation = run_evaluation(
+        corpus, load_configs(configs), out, labels_path=labels_path, qrels_path=qrels_path, queries=queries,
+        seed=seed, level=rel_level, force_build=force_build,
+        progress=lambda message: click.echo(f"related evaluate: {message}", err=True),
+    )
+    header, rows = main_table(evaluation)
+    shown = ["config", "nDCG@10", "P@10", "R@100", "MRR@10", "ANN R@10", "p50 ms"]
+    positions = [header.index(name) for name in shown]
+    click.echo("  ".join(f"{name:>12}" for name in shown))
+    for row in rows:
+        click.echo("  ".join(f"{row[p]:>12}" for p in positions))
+    click.echo(f"report: {out / 'report.html'}", err=True)

@@ -1,0 +1,133 @@
+"""Typed pipeline configuration: one object reaches the CLI, the API and the benchmarks.
+
+Defaults work out of the box; a TOML file overrides any subset, section by section:
+
+    [text]
+    title_weight = 3
+    [neighbours]
+    sparse_weight = 0.8
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from index.neighbours import NeighbourParams
+from recommender.errors import RelatedError
+
+SUPPORTED_LANGUAGES = ("en", "de", "fr", "es", "it")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TextConfig(_Section):
+    """How articles become sparse TF-IDF vectors."""
+
+    title_weight: int = Field(2, ge=1, le=10, description="Title tokens count this many times.")
+    ngram_max: int = Field(2, ge=1, le=3, description="Longest word n-gram (2 = unigrams + bigrams).")
+    min_df: int = Field(2, ge=1, description="Drop terms in fewer documents (lowered for tiny corpora).")
+    max_df: float = Field(0.5, gt=0.0, le=1.0, description="Drop terms in a larger share of documents.")
+    sublinear_tf: bool = True
+    stop_words: bool = True
+    stemming: bool = True
+    languages: tuple[str, ...] = SUPPORTED_LANGUAGES
+    default_lang: str = "en"
+    max_features: int | None = Field(None, ge=1, description="Keep only the most frequent terms.")
+
+
+class ReduceConfig(_Section):
+    """LSA: TruncatedSVD to `dims` dense dimensions for FAISS."""
+
+    dims: int = Field(256, ge=2, le=2048)
+    svd_fit_sample: int = Field(20_000, ge=100, description="Fit SVD on at most this many articles.")
+    svd_max_features: int = Field(100_000, ge=100, description="SVD sees the most frequent terms only.")
+    n_iter: int = Field(4, ge=1, le=20)
+    seed: int = 0
+
+
+class IndexConfig(_Section):
+    """FAISS index: exact (Flat) up to `exact_max` articles, HNSW above."""
+
+    exact_max: int = Field(200_000, ge=0)
+    hnsw_m: int = Field(32, ge=4, le=128)
+    ef_construction: int = Field(80, ge=8)
+    ef_search: int = Field(128, ge=8)
+
+
+class NeighbourConfig(_Section):
+    """Precomputed neighbour lists: FAISS candidates re-ranked by exact sparse similarity."""
+
+    k: int = Field(50, ge=1, le=1000, description="Neighbours stored per article.")
+    candidates: int = Field(200, ge=1, description="FAISS candidates re-ranked per article.")
+    sparse_weight: float = Field(1.0, ge=0.0, le=1.0, description="Blend: weight of exact sparse cosine vs dense.")
+    feedback: int = Field(5, ge=0, le=50, description="Pseudo-relevance feedback: neighbours folded in (0 = off).")
+    feedback_weight: float = Field(1.0, ge=0.0, le=10.0)
+    time_weight: float = Field(0.3, ge=0.0, le=1.0, description="Share of the score that depends on date proximity.")
+    time_scale_days: float = Field(14.0, gt=0.0, description="Proximity exp(-days/scale).")
+
+    def params(self) -> NeighbourParams:
+        return NeighbourParams(**self.model_dump())
+
+
+class PolicyConfig(_Section):
+    """Request-time ranking policy applied on the precomputed list."""
+
+    same_language: bool = True
+    duplicate_threshold: float = Field(0.9, gt=0.0, le=1.0, description="Cosine above which two items are copies.")
+    duplicate_same_title: bool = Field(True, description="Same normalized title (or same URL) means a copy.")
+    freshness_half_life_days: float | None = Field(None, gt=0.0)
+    freshness_weight: float = Field(0.2, ge=0.0, le=1.0)
+    mmr_lambda: float | None = Field(None, ge=0.0, le=1.0)
+    category_cap: int | None = Field(None, ge=1)
+    why_terms: int = Field(5, ge=1, le=20)
+
+
+class BuildConfig(_Section):
+    keep: int = Field(3, ge=1, description="Complete versions kept on disk.")
+    max_reject_share: float = Field(0.1, ge=0.0, le=1.0, description="Fail when more records are rejected.")
+
+
+class PipelineConfig(_Section):
+    text: TextConfig = TextConfig()
+    reduce: ReduceConfig = ReduceConfig()
+    index: IndexConfig = IndexConfig()
+    neighbours: NeighbourConfig = NeighbourConfig()
+    policy: PolicyConfig = PolicyConfig()
+    build: BuildConfig = BuildConfig()
+    name: str = "default"
+
+    @classmethod
+    def load(cls, path: Path | None) -> PipelineConfig:
+        """Defaults when `path` is None; a readable error for a bad file."""
+        if path is None:
+            return cls()
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RelatedError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as err:
+            raise RelatedError(f"config file {path} is not valid TOML: {err}") from None
+        raw.setdefault("name", Path(path).stem)
+        return cls.from_dict(raw, origin=str(path))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], origin: str = "config") -> PipelineConfig:
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors()
+            )
+            raise RelatedError(f"invalid {origin}: {problems}") from None
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes the built artifacts (the policy is applied at request time)."""
+        payload = self.model_dump(mode="json", exclude={"name", "policy", "build"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

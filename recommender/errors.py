@@ -1,0 +1,17 @@
+"""Errors the user can act on, as opposed to bugs."""
+from __future__ import annotations
+
+
+class RelatedError(Exception):
+    """Base for user-facing errors: the CLI prints str(e) and exits 1, never a traceback."""
+
+
+class SourceError(RelatedError):
+    """The source file as a whole is unusable: missing, unreadable, unknown format, CSV without header.
+
+    Problems with single records are not errors but rejects (see recommender.articles.Reject).
+    """
+
+
+class ArticleNotFoundError(RelatedError):
+    """The requested article id is not in the loaded index version (or was deleted)."""

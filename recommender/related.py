@@ -1,0 +1,199 @@
+"""A loaded index version answering "related to this article" and "related to this draft".
+
+Known articles are answered from the precomputed neighbour lists (an array lookup); when the
+policy's filters leave fewer than `limit` items, a wider FAISS search refills the list.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from index.artifacts import Version, current_version
+from index.errors import NoIndexError
+from index.neighbours import Corpus, Queries, query_neighbours
+from recommender.analysis import detect_language
+from recommender.config import PipelineConfig, PolicyConfig
+from recommender.errors import ArticleNotFoundError
+from recommender.ranking import Catalog, Policy, QueryContext, RankedItem, RelatedQuery, shared_terms
+from recommender.tfidf import ArticleVectorizer, Document
+
+WIDE_SEARCH_MIN = 500
+
+
+@dataclass
+class RelatedList:
+    article_id: str | None
+    index_version: str
+    items: list[dict]
+    fill_reason: str | None = None
+
+
+def epoch(published: str | None) -> float:
+    if not published:
+        return math.nan
+    return datetime.fromisoformat(published.replace("Z", "+00:00")).timestamp()
+
+
+def load_sparse(version: Version, prefix: str, n_terms: int) -> sp.csr_matrix | None:
+    """A CSR matrix saved as three arrays (memory-mapped); None when the version has none."""
+    if not version.has(f"{prefix}_indptr.npy"):
+        return None
+    indptr = version.array(f"{prefix}_indptr.npy")
+    return sp.csr_matrix(
+        (version.array(f"{prefix}_data.npy"), version.array(f"{prefix}_indices.npy"), indptr),
+        shape=(len(indptr) - 1, n_terms),
+        copy=False,
+    )
+
+
+class RelatedIndex:
+    """One immutable version in memory; the API swaps whole instances on reload."""
+
+    def __init__(self, version: Version) -> None:
+        self.version = version
+        self.manifest = version.manifest.data
+        self.name = version.manifest.name
+        self.config = PipelineConfig.from_dict(self.manifest["config"], origin=f"manifest of {self.name}")
+        terms = version.json("vocabulary.json")
+        arrays = {name: version.array(f"{name}.npy") for name in ("idf", "svd_components", "svd_columns")}
+        self.vectorizer = ArticleVectorizer.from_state(self.config.text, self.config.reduce, terms, arrays)
+        self.terms: list[str] = terms
+        self.articles: list[dict] = version.jsonl("articles.jsonl")
+        self.row_of: dict[str, int] = {a["id"]: row for row, a in enumerate(self.articles)}
+        self.neighbours = version.array("neighbours.npy")
+        self.neighbour_scores = version.array("neighbour_scores.npy")
+        self.dense = version.array("dense.npy")
+        self.faiss = version.index("index.faiss", ef_search=self.config.index.ef_search)
+        self.catalog = Catalog(
+            ids=[a["id"] for a in self.articles],
+            lang=np.array([a.get("lang") for a in self.articles], dtype=object),
+            category=np.array([a.get("category") for a in self.articles], dtype=object),
+            published=np.array([epoch(a.get("published")) for a in self.articles], dtype=np.float64),
+            evergreen=np.array([bool(a.get("evergreen")) for a in self.articles], dtype=bool),
+            alive=np.asarray(version.array("alive.npy", mmap=False), dtype=bool),
+            url_key=[Catalog.normalize_url(a.get("url")) for a in self.articles],
+            title_key=[Catalog.normalize_title(a.get("title") or "") for a in self.articles],
+            sparse=load_sparse(version, "tfidf", len(terms)),
+        )
+        self.corpus = Corpus(
+            index=self.faiss,
+            sparse=self.catalog.sparse,
+            times=self.catalog.published,
+            expanded=load_sparse(version, "expanded", len(terms)),
+            alive=self.catalog.alive,
+        )
+        self.policy = Policy(self.config.policy)
+
+    @classmethod
+    def open(cls, data_dir: Path, *, verify: bool = True) -> RelatedIndex:
+        path = current_version(data_dir)
+        if path is None:
+            raise NoIndexError(f"no index in {data_dir}: run `related build` first")
+        return cls(Version.open(path, verify=verify))
+
+    @property
+    def size(self) -> int:
+        return int(self.catalog.alive.sum())
+
+    def info(self) -> dict:
+        return {
+            "version": self.name,
+            "articles": self.size,
+            "dims": self.manifest.get("dims"),
+            "built_at": self.manifest.get("built_at"),
+            "index_type": self.manifest.get("index_type"),
+            "counts": self.manifest.get("counts"),
+            "drift": self.manifest.get("drift"),
+            "config": self.manifest.get("config"),
+        }
+
+    # -- queries ----------------------------------------------------------------------------
+    def for_article(self, article_id: str, query: RelatedQuery, policy: Policy | None = None) -> RelatedList:
+        row = self.row_of.get(article_id)
+        if row is None or not self.catalog.alive[row]:
+            raise ArticleNotFoundError(f"article {article_id!r} is not in index version {self.name}")
+        meta = self.articles[row]
+        ctx = QueryContext(
+            sparse=self.catalog.sparse[row],
+            lang=meta.get("lang") or self.config.text.default_lang,
+            published=float(self.catalog.published[row]),
+            row=row,
+            url_key=self.catalog.url_key[row],
+            title_key=self.catalog.title_key[row],
+        )
+        dense = self.dense[row : row + 1]
+        return self._serve(article_id, ctx, dense, query, policy or self.policy, self.neighbours[row], self.neighbour_scores[row])
+
+    def for_draft(
+        self, title: str, body: str, lang: str | None, query: RelatedQuery, policy: Policy | None = None
+    ) -> RelatedList:
+        lang = lang or detect_language(f"{title}. {body}", self.config.text.default_lang)
+        vectors = self.vectorizer.transform([Document(lang=lang, title=title, body=body)])
+        ctx = QueryContext(
+            sparse=vectors.sparse,
+            lang=lang,
+            published=math.nan,
+            title_key=Catalog.normalize_title(title),
+        )
+        return self._serve(None, ctx, vectors.dense, query, policy or self.policy, None, None)
+
+    def _search(self, ctx: QueryContext, dense: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+        params = replace(self.config.neighbours.params(), k=width)
+        queries = Queries(
+            sparse=ctx.sparse, dense=dense, times=np.array([ctx.published]),
+            self_ids=None if ctx.row is None else np.array([ctx.row]),
+        )
+        ids, scores, _ = query_neighbours(self.corpus, queries, params, width=width)
+        return ids[0], scores[0]
+
+    def _serve(
+        self,
+        article_id: str | None,
+        ctx: QueryContext,
+        dense: np.ndarray,
+        query: RelatedQuery,
+        policy: Policy,
+        rows: np.ndarray | None,
+        scores: np.ndarray | None,
+    ) -> RelatedList:
+        fill_reason = None
+        items: list[RankedItem] = []
+        if rows is not None and scores is not None:
+            items = policy.rank(self.catalog, ctx, query, np.asarray(rows), np.asarray(scores))
+        total = self.faiss.ntotal
+        width = max(WIDE_SEARCH_MIN, 20 * query.limit, self.config.neighbours.k * 4)
+        searched = rows is not None
+        while len(items) < query.limit:
+            width = min(width, total)
+            found = policy.rank(self.catalog, ctx, query, *self._search(ctx, dense, width))
+            if searched and len(found) > len(items):
+                fill_reason = "wider_search"
+            items = found
+            searched = True
+            if width >= total:
+                if len(items) < query.limit and rows is not None:
+                    fill_reason = "exhausted"
+                break
+            width *= 8
+        return RelatedList(article_id, self.name, [self._item(ctx, i, query.explain) for i in items], fill_reason)
+
+    def _item(self, ctx: QueryContext, item: RankedItem, explain: bool) -> dict:
+        meta = self.articles[item.row]
+        out = {
+            "id": meta["id"],
+            "title": meta.get("title"),
+            "url": meta.get("url"),
+            "published": meta.get("published"),
+            "category": meta.get("category"),
+            "lang": meta.get("lang"),
+            "score": round(item.score, 4),
+        }
+        if explain:
+            out["why"] = shared_terms(ctx.sparse, self.catalog.sparse[item.row], self.terms, self.config.policy.why_terms)
+            out["score_parts"] = item.parts
+        return out
