@@ -455,8 +455,10 @@ class Version:
         with open(self.file(name), encoding="utf-8") as fh:
             return [json.loads(line) for line in fh if line.strip()]
 
-    def index(self, name: str, *, mmap: bool = True, ef_search: int | None = None) -> faiss.Index:
-        return faiss_index.load_index(self.file(name), mmap=mmap, ef_search=ef_search)
+    def index(
+        self, name: str, *, mmap: bool = True, ef_search: int | None = None, nprobe: int | None = None
+    ) -> faiss.Index:
+        return faiss_index.load_index(self.file(name), mmap=mmap, ef_search=ef_search, nprobe=nprobe)
 
     def __repr__(self) -> str:
         return f"Version({self.name!r})"

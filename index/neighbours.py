@@ -22,6 +22,7 @@ import scipy.sparse as sp
 from sklearn.preprocessing import normalize
 
 from index.faiss_index import search
+from index.sparse_pairs import pair_dots
 
 MISSING = -1
 DAY = 86_400.0
@@ -37,23 +38,31 @@ class NeighbourParams:
     feedback_weight: float = 1.0
     time_weight: float = 0.3
     time_scale_days: float = 14.0
+    signature_terms: int = 128  # terms per row kept for pair scoring; 0 keeps all
     batch_size: int = 512
 
 
-def sparse_pair_scores(
-    query_sparse: sp.csr_matrix, corpus_sparse: sp.csr_matrix, candidate_ids: np.ndarray
-) -> np.ndarray:
-    """Exact dot product of query row i with each corpus row candidate_ids[i, j] (0 where id < 0)."""
-    n, c = candidate_ids.shape
-    flat = candidate_ids.ravel()
-    valid = flat >= 0
-    scores = np.zeros(n * c, dtype=np.float32)
-    if valid.any():
-        unique, position = np.unique(flat[valid], return_inverse=True)
-        products = (query_sparse @ corpus_sparse[unique].T).toarray()  # [n, |unique|]
-        rows = np.repeat(np.arange(n), c)[valid]
-        scores[valid] = products[rows, position]
-    return scores.reshape(n, c)
+def prune_rows(matrix: sp.csr_matrix, top: int) -> sp.csr_matrix:
+    """Keep each row's `top` largest weights (the rare, telling terms), then re-normalize.
+
+    Scoring pairs by these signatures costs O(top) per pair instead of O(row length),
+    the same trade as Lucene's more-like-this keeping only its best query terms.
+    """
+    matrix = matrix.tocsr()
+    lengths = np.diff(matrix.indptr)
+    if top <= 0 or lengths.max(initial=0) <= top:
+        return matrix
+    rows = np.repeat(np.arange(matrix.shape[0]), lengths)
+    order = np.lexsort((-matrix.data, rows))  # by row, then weight descending
+    first = np.repeat(matrix.indptr[:-1], lengths)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order)) - first
+    keep = rank < top
+    pruned = sp.csr_matrix(
+        (matrix.data[keep], matrix.indices[keep], np.concatenate([[0], np.cumsum(np.minimum(lengths, top))])),
+        shape=matrix.shape,
+    )
+    return pruned.astype(np.float32)
 
 
 def time_proximity(query_time: np.ndarray, candidate_time: np.ndarray, scale_days: float) -> np.ndarray:
@@ -84,7 +93,8 @@ def top_k(
 
 
 def expand(
-    sparse: sp.csr_matrix, corpus_sparse: sp.csr_matrix, ids: np.ndarray, scores: np.ndarray, weight: float
+    sparse: sp.csr_matrix, corpus_sparse: sp.csr_matrix, ids: np.ndarray, scores: np.ndarray, weight: float,
+    top_terms: int = 0,
 ) -> sp.csr_matrix:
     """Rocchio feedback: each row plus `weight` x the score-weighted mean of its neighbours' rows."""
     n, m = ids.shape
@@ -93,8 +103,8 @@ def expand(
     weights = np.clip(scores, 0.0, None)[valid]
     mix = sp.csr_matrix((weights, (rows, ids[valid])), shape=(n, corpus_sparse.shape[0]), dtype=np.float32)
     mix = normalize(mix, norm="l1")
-    expanded = sparse + weight * (mix @ corpus_sparse)
-    return normalize(expanded.tocsr()).astype(np.float32)
+    expanded = normalize((sparse + weight * (mix @ corpus_sparse)).tocsr())
+    return prune_rows(expanded, 2 * top_terms).astype(np.float32)
 
 
 @dataclass
@@ -102,7 +112,7 @@ class Corpus:
     """What neighbours are computed against: one row per article (deleted rows masked by `alive`)."""
 
     index: faiss.Index
-    sparse: sp.csr_matrix  # TF-IDF rows, L2-normalized
+    sparse: sp.csr_matrix  # TF-IDF signatures: rows pruned to signature_terms, L2-normalized
     times: np.ndarray  # float64 epoch seconds, NaN unknown
     expanded: sp.csr_matrix | None = None  # second-pass rows; None until computed
     alive: np.ndarray | None = None
@@ -110,7 +120,7 @@ class Corpus:
 
 @dataclass
 class Queries:
-    sparse: sp.csr_matrix
+    sparse: sp.csr_matrix  # signatures, pruned like the corpus's
     dense: np.ndarray
     times: np.ndarray
     self_ids: np.ndarray | None = None  # query i is corpus row self_ids[i]: never its own neighbour
@@ -126,7 +136,7 @@ def first_pass(
         ids = np.where((ids >= 0) & corpus.alive[np.maximum(ids, 0)], ids, MISSING)
     if queries.self_ids is not None:
         ids = np.where(ids == queries.self_ids[:, None], MISSING, ids)
-    sparse_scores = sparse_pair_scores(queries.sparse, corpus.sparse, ids)
+    sparse_scores = pair_dots(queries.sparse, corpus.sparse, ids)
     blended = params.sparse_weight * sparse_scores + (1.0 - params.sparse_weight) * dense_scores
     proximity = time_proximity(queries.times, corpus.times[np.maximum(ids, 0)], params.time_scale_days)
     factor = 1.0 - params.time_weight + params.time_weight * proximity
@@ -139,7 +149,7 @@ def rescore(
 ) -> np.ndarray:
     if expanded_queries is None or corpus.expanded is None:
         return first
-    sparse_scores = sparse_pair_scores(expanded_queries, corpus.expanded, ids)
+    sparse_scores = pair_dots(expanded_queries, corpus.expanded, ids)
     blended = params.sparse_weight * sparse_scores + (1.0 - params.sparse_weight) * dense
     proximity = time_proximity(queries.times, corpus.times[np.maximum(ids, 0)], params.time_scale_days)
     return blended * (1.0 - params.time_weight + params.time_weight * proximity)
@@ -149,7 +159,7 @@ def expand_queries(corpus: Corpus, queries: Queries, params: NeighbourParams, id
     if params.feedback <= 0:
         return None
     top_ids, top_scores = top_k(ids, first, params.feedback)
-    return expand(queries.sparse, corpus.sparse, top_ids, top_scores, params.feedback_weight)
+    return expand(queries.sparse, corpus.sparse, top_ids, top_scores, params.feedback_weight, params.signature_terms)
 
 
 def batches(n: int, size: int):
@@ -180,7 +190,9 @@ def build_neighbours(
         if progress is not None:
             progress((part.stop - part.start) / 2)
     if params.feedback > 0:
-        corpus.expanded = expand(corpus.sparse, corpus.sparse, feedback_ids, feedback_scores, params.feedback_weight)
+        corpus.expanded = expand(
+            corpus.sparse, corpus.sparse, feedback_ids, feedback_scores, params.feedback_weight, params.signature_terms
+        )
     out_ids = np.full((n, params.k), MISSING, dtype=np.int32)
     out_scores = np.zeros((n, params.k), dtype=np.float32)
     for part, (ids, dense_scores, first) in zip(batches(n, params.batch_size), candidates):

@@ -7,7 +7,6 @@ analyzer output is what TF-IDF counts.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from functools import lru_cache
 
 import py3langid
@@ -25,6 +24,7 @@ TOKEN = re.compile(r"[^\W\d_][\w]*|\d+[^\W\d_]\w*", re.UNICODE)
 # French/Italian elision: l'armée -> armée, dell'Italia -> italia.
 ELISION = re.compile(r"\b\w{1,4}['’]", re.UNICODE)
 MIN_DETECT_CHARS = 20
+MAX_STEM_CACHE = 500_000
 
 
 def detect_language(text: str, default: str) -> str:
@@ -55,19 +55,23 @@ class Analyzer:
         self.ngram_max = ngram_max
         self._stop = stop_words_for(lang) if stop_words else frozenset()
         name = SNOWBALL_NAMES.get(lang) if stemming else None
-        self._stem: Callable[[list[str]], list[str]]
-        if name:
-            stemmer = Stemmer.Stemmer(name)
-            stemmer.maxCacheSize = 200_000
-            self._stem = stemmer.stemWords
-        else:
-            self._stem = lambda words: words
+        self._stemmer = Stemmer.Stemmer(name) if name else None
+        self._stems: dict[str, str] = {}  # a plain dict lookup is several times faster than the stemmer's cache
 
     def words(self, text: str) -> list[str]:
         """Stemmed content words in order (stop words removed before stemming)."""
         lowered = ELISION.sub(" ", text.lower()) if self.lang in ("fr", "it") else text.lower()
         stop = self._stop
-        return self._stem([w for w in TOKEN.findall(lowered) if w not in stop and len(w) > 1])
+        words = [w for w in TOKEN.findall(lowered) if w not in stop and len(w) > 1]
+        if self._stemmer is None:
+            return words
+        stems = self._stems
+        unknown = [w for w in set(words) if w not in stems]
+        if unknown:
+            if len(stems) > MAX_STEM_CACHE:
+                stems.clear()
+            stems.update(zip(unknown, self._stemmer.stemWords(unknown)))
+        return [stems[w] for w in words]
 
     def terms(self, text: str) -> list[str]:
         words = self.words(text)

@@ -11,6 +11,7 @@ query itself. They are deliberately plain: no SVD, no FAISS, no policy.
 """
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Literal
 
@@ -21,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from recommender.articles import Article
+
+logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs each index build at DEBUG
 
 
 class TfidfCosineParams(BaseModel):

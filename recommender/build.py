@@ -6,6 +6,7 @@ a staging directory that only becomes a version once complete, and `current` swi
 from __future__ import annotations
 
 import hashlib
+import os
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -20,11 +21,12 @@ from tqdm import tqdm
 
 from index.artifacts import VersionWriter, build_lock, current_version, find_version_by_hash, prune, publish
 from index.faiss_index import IndexParams, build_index
-from index.neighbours import Corpus, build_neighbours
+from index.neighbours import Corpus, build_neighbours, prune_rows
 from recommender.analysis import detect_language
 from recommender.articles import Article, Ingested
 from recommender.config import PipelineConfig
 from recommender.errors import RelatedError
+from recommender.gate import GateRefused, GateResult
 from recommender.sources import read_source, write_rejects
 from recommender.tfidf import ArticleVectorizer, Document, Vectors
 
@@ -88,8 +90,9 @@ def article_rows(articles: Sequence[Article], docs: Sequence[Document]) -> list[
 def compute_neighbours(
     index, vectors: Vectors, times: np.ndarray, config: PipelineConfig, progress: Callable[[int], object] | None = None
 ) -> tuple[Corpus, np.ndarray, np.ndarray]:
-    corpus = Corpus(index=index, sparse=vectors.sparse, times=times)
-    ids, scores = build_neighbours(corpus, config.neighbours.params(), vectors.dense, progress=progress)
+    params = config.neighbours.params()
+    corpus = Corpus(index=index, sparse=prune_rows(vectors.sparse, params.signature_terms), times=times)
+    ids, scores = build_neighbours(corpus, params, vectors.dense, progress=progress)
     return corpus, ids, scores
 
 
@@ -112,6 +115,7 @@ def write_version(
     writer: VersionWriter,
     *,
     vectorizer: ArticleVectorizer,
+    sparse: sp.csr_matrix,
     dense: np.ndarray,
     corpus: Corpus,
     neighbours: tuple[np.ndarray, np.ndarray],
@@ -122,7 +126,8 @@ def write_version(
     writer.save_json("vocabulary.json", terms)
     for name, array in arrays.items():
         writer.save_array(f"{name}.npy", array)
-    save_sparse(writer, "tfidf", corpus.sparse)
+    save_sparse(writer, "tfidf", sparse)
+    save_sparse(writer, "signature", corpus.sparse)
     if corpus.expanded is not None:
         save_sparse(writer, "expanded", corpus.expanded)
     writer.save_array("dense.npy", dense)
@@ -146,6 +151,14 @@ def check_rejects(ingested: Ingested, source: Path, config: PipelineConfig) -> N
         )
 
 
+def check_gate(gate: Callable[[Path, Path | None], GateResult] | None, version: Path, data_dir: Path) -> None:
+    """Quality gate between commit and publish: a refused version stays on disk, `current` is unchanged."""
+    if gate is not None:
+        verdict = gate(version, current_version(data_dir))
+        if not verdict.passed:
+            raise GateRefused(version, verdict)
+
+
 def build(
     source: Path,
     data_dir: Path,
@@ -153,6 +166,7 @@ def build(
     *,
     force: bool = False,
     progress: bool = False,
+    gate: Callable[[Path, Path | None], GateResult] | None = None,
 ) -> BuildReport:
     """Build a new version from `source` and make it current. Raises RelatedError on user errors."""
     started = time.perf_counter()
@@ -166,6 +180,7 @@ def build(
         existing = None if force else find_version_by_hash(data_dir, digest)
         if existing is not None:
             if current_version(data_dir) != existing.resolve():
+                check_gate(gate, existing, data_dir)
                 publish(data_dir, existing)
             return BuildReport(existing, 0, 0, 0, time.perf_counter() - started, unchanged=True)
 
@@ -186,7 +201,7 @@ def build(
 
         docs = documents(ingested.articles, config)
         vectorizer = ArticleVectorizer(config.text, config.reduce)
-        vectors = vectorizer.fit_transform(docs)
+        vectors = vectorizer.fit_transform(docs, workers=config.build.workers or os.cpu_count() or 1)
         t = stage("vectorize", t)
 
         index = build_index(vectors.dense, IndexParams(**config.index.model_dump()))
@@ -200,7 +215,7 @@ def build(
 
         with VersionWriter(data_dir) as writer:
             write_version(
-                writer, vectorizer=vectorizer, dense=vectors.dense, corpus=corpus, neighbours=(ids, scores),
+                writer, vectorizer=vectorizer, sparse=vectors.sparse, dense=vectors.dense, corpus=corpus, neighbours=(ids, scores),
                 rows=rows, alive=np.ones(n, dtype=bool),
             )
             write_rejects(ingested.rejects, writer.path("rejects.jsonl"))
@@ -217,6 +232,7 @@ def build(
                 "drift": {"articles_since_build": 0, "oov_token_share": 0.0},
             }
             version = writer.commit(meta, digest)
+        check_gate(gate, version, data_dir)
         publish(data_dir, version)
         removed = prune(data_dir, config.build.keep)
         stage("write", t)

@@ -17,6 +17,7 @@ from recommender.config import PipelineConfig
 from recommender.errors import RelatedError
 
 EXIT_LOCKED = 75  # EX_TEMPFAIL: another build or update is running; try again later
+EXIT_REFUSED = 3  # `build --gate`: the new version is worse than the current one and was not switched to
 DEFAULT_DATA_DIR = "data"
 
 log = logging.getLogger("related")
@@ -37,6 +38,17 @@ def config_option(func: Callable[..., Any]) -> Callable[..., Any]:
         "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
         help="Pipeline configuration (TOML); defaults are used for anything it leaves out.",
     )(func)
+
+
+def structured(**fields: Any) -> str:
+    """key=value pairs for log lines; values with spaces or quotes are JSON-quoted."""
+    out = []
+    for key, value in fields.items():
+        text = str(value)
+        if not text or any(c.isspace() or c in "\"=" for c in text):
+            text = json.dumps(text, ensure_ascii=False)
+        out.append(f"{key}={text}")
+    return " ".join(out)
 
 
 def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -83,18 +95,59 @@ def main(verbose: bool) -> None:
 @config_option
 @click.option("--force", is_flag=True, help="Build a new version even when input and config are unchanged.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
+@click.option("--gate", "use_gate", is_flag=True,
+              help=f"Evaluate the new version against the current one before switching; exit {EXIT_REFUSED} if refused.")
+@click.option("--gate-labels", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Labels JSONL for the gate (nDCG@10); without it the gate compares with the current lists.")
 @user_errors
-def build(source: Path, data_dir: Path, config_path: Path | None, force: bool, progress: bool | None) -> None:
-    """Build a new index version from SOURCE and make it current."""
+def build(
+    source: Path, data_dir: Path, config_path: Path | None, force: bool, progress: bool | None, use_gate: bool,
+    gate_labels: Path | None,
+) -> None:
+    """Build a new index version from SOURCE and make it current.
+
+    Cron-safe: exit 75 when another build/update holds the lock, 3 when --gate refuses the new
+    version (it stays on disk, not current), 1 on other failures (the previous version stays
+    current). Ends with one key=value line on stderr.
+    """
     from recommender.build import build as run_build
+    from recommender.gate import GateRefused, make_gate
 
     config = PipelineConfig.load(config_path)
-    report = run_build(
-        source, data_dir, config, force=force, progress=sys.stderr.isatty() if progress is None else progress
-    )
+    verdicts: list[Any] = []
+    gate = None
+    if use_gate or gate_labels is not None:
+        judge = make_gate(config.build, gate_labels)
+
+        def gate(candidate: Path, previous: Path | None) -> Any:
+            verdicts.append(judge(candidate, previous))
+            return verdicts[-1]
+
+    try:
+        report = run_build(
+            source, data_dir, config, force=force, progress=sys.stderr.isatty() if progress is None else progress,
+            gate=gate,
+        )
+    except GateRefused as err:
+        click.echo(f"related build: {err}", err=True)
+        click.echo(f"related build: status=refused version={err.version.name} {err.result.summary()}", err=True)
+        sys.exit(EXIT_REFUSED)
+    except BuildLockedError as err:
+        click.echo(f"related build: status=locked {structured(error=str(err))}", err=True)
+        raise
+    except (RelatedError, ArtifactError) as err:
+        click.echo(f"related build: status=failed {structured(error=str(err))}", err=True)
+        raise
     if report.rejects:
         click.echo(f"{report.rejects} records rejected; see {data_dir / 'rejects.jsonl'}", err=True)
-    click.echo(f"related build: {report.summary()}", err=True)
+    line = structured(
+        status="unchanged" if report.unchanged else "built",
+        version=report.version.name if report.version else "-", articles=report.articles, rejects=report.rejects,
+        records=report.records, seconds=f"{report.seconds:.1f}",
+    )
+    if verdicts:
+        line += " " + verdicts[-1].summary()
+    click.echo(f"related build: {line}", err=True)
     click.echo(report.summary())
 
 
@@ -146,6 +199,17 @@ def info(data_dir: Path, as_json: bool) -> None:
     click.echo(f"dims:       {details['dims']}")
     click.echo(f"index:      {details['index_type']}")
     click.echo(f"built_at:   {details['built_at']}")
+    from recommender.update import drift_advice
+
+    drift = details.get("drift") or {}
+    if drift.get("base_version"):
+        click.echo(
+            f"drift:      {drift.get('updates_since_build', 0)} updates since full build {drift['base_version']}: "
+            f"new articles {drift.get('new_share', 0.0):.1%}, out-of-vocabulary tokens {drift.get('oov_token_share', 0.0):.1%}"
+        )
+    build_config = PipelineConfig.from_dict(details.get("config") or {}, origin="manifest").build
+    reasons = drift_advice(drift, build_config)
+    click.echo("rebuild:    " + ("recommended: " + "; ".join(reasons) if reasons else "not needed"))
 
 
 @main.command()
@@ -206,3 +270,49 @@ def evaluate(
     for row in rows:
         click.echo("  ".join(f"{row[p]:>12}" for p in positions))
     click.echo(f"report: {out / 'report.html'}", err=True)
+
+
+@main.command()
+@click.option("--source", required=True, type=click.Path(path_type=Path),
+              help="Update file (corpus format; records with \"deleted\": true remove an article).")
+@data_dir_option
+@config_option
+@user_errors
+def update(source: Path, data_dir: Path, config_path: Path | None) -> None:
+    """Add, replace and delete articles in the current version, without refitting, and switch to the result.
+
+    Same exit codes as build (75 locked, 1 failed with the previous version still current). Ends
+    with one key=value line on stderr; says when a full rebuild is recommended (drift).
+    """
+    from recommender.update import update as run_update
+
+    build_config = PipelineConfig.load(config_path).build if config_path else None
+    try:
+        report = run_update(source, data_dir, build_config=build_config)
+    except BuildLockedError as err:
+        click.echo(f"related update: status=locked {structured(error=str(err))}", err=True)
+        raise
+    except (RelatedError, ArtifactError) as err:
+        click.echo(f"related update: status=failed {structured(error=str(err))}", err=True)
+        raise
+    for reason in report.rebuild_reasons:
+        click.echo(f"related update: full rebuild recommended: {reason}", err=True)
+    click.echo(f"related update: {report.summary()}", err=True)
+
+
+@main.command()
+@click.argument("version", required=False)
+@data_dir_option
+@user_errors
+def rollback(version: str | None, data_dir: Path) -> None:
+    """Make VERSION (default: the newest version older than the current one) current again."""
+    from index.artifacts import build_lock, current_version
+    from index.artifacts import rollback as run_rollback
+
+    with build_lock(data_dir):
+        before = current_version(data_dir)
+        target = run_rollback(data_dir, version)
+    click.echo(
+        f"related rollback: {structured(status='ok', version=target.name, previous=before.name if before else '-')}",
+        err=True,
+    )

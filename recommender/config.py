@@ -13,7 +13,7 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -31,7 +31,7 @@ class TextConfig(_Section):
     """How articles become sparse TF-IDF vectors."""
 
     title_weight: int = Field(2, ge=1, le=10, description="Title tokens count this many times.")
-    ngram_max: int = Field(2, ge=1, le=3, description="Longest word n-gram (2 = unigrams + bigrams).")
+    ngram_max: int = Field(1, ge=1, le=3, description="Longest word n-gram (2 = unigrams + bigrams).")
     min_df: int = Field(2, ge=1, description="Drop terms in fewer documents (lowered for tiny corpora).")
     max_df: float = Field(0.5, gt=0.0, le=1.0, description="Drop terms in a larger share of documents.")
     sublinear_tf: bool = True
@@ -46,19 +46,22 @@ class ReduceConfig(_Section):
     """LSA: TruncatedSVD to `dims` dense dimensions for FAISS."""
 
     dims: int = Field(256, ge=2, le=2048)
-    svd_fit_sample: int = Field(20_000, ge=100, description="Fit SVD on at most this many articles.")
-    svd_max_features: int = Field(100_000, ge=100, description="SVD sees the most frequent terms only.")
-    n_iter: int = Field(4, ge=1, le=20)
+    svd_fit_sample: int = Field(10_000, ge=100, description="Fit SVD on at most this many articles.")
+    svd_max_features: int = Field(50_000, ge=100, description="SVD sees the most frequent terms only.")
+    n_iter: int = Field(3, ge=1, le=20)
     seed: int = 0
 
 
 class IndexConfig(_Section):
-    """FAISS index: exact (Flat) up to `exact_max` articles, HNSW above."""
+    """FAISS index: exact (Flat) up to `exact_max` articles, IVF (or HNSW) above."""
 
-    exact_max: int = Field(200_000, ge=0)
+    exact_max: int = Field(50_000, ge=0)
+    large: Literal["ivf", "hnsw"] = "ivf"
     hnsw_m: int = Field(32, ge=4, le=128)
     ef_construction: int = Field(80, ge=8)
     ef_search: int = Field(128, ge=8)
+    nlist: int = Field(0, ge=0, description="IVF cells (0 = 4 x sqrt(N)).")
+    nprobe: int = Field(24, ge=1, description="IVF cells searched per query.")
 
 
 class NeighbourConfig(_Section):
@@ -71,6 +74,7 @@ class NeighbourConfig(_Section):
     feedback_weight: float = Field(1.0, ge=0.0, le=10.0)
     time_weight: float = Field(0.3, ge=0.0, le=1.0, description="Share of the score that depends on date proximity.")
     time_scale_days: float = Field(14.0, gt=0.0, description="Proximity exp(-days/scale).")
+    signature_terms: int = Field(128, ge=0, description="Top-weighted terms per article used for scoring (0 = all).")
 
     def params(self) -> NeighbourParams:
         return NeighbourParams(**self.model_dump())
@@ -92,6 +96,19 @@ class PolicyConfig(_Section):
 class BuildConfig(_Section):
     keep: int = Field(3, ge=1, description="Complete versions kept on disk.")
     max_reject_share: float = Field(0.1, ge=0.0, le=1.0, description="Fail when more records are rejected.")
+    workers: int = Field(0, ge=0, description="Processes for text analysis (0 = one per CPU core).")
+    drift_new_share: float = Field(
+        0.2, ge=0.0, description="Recommend a full rebuild when this share of articles was added by updates."
+    )
+    drift_oov_share: float = Field(
+        0.3, ge=0.0, le=1.0, description="Recommend a full rebuild when this share of updated words is out of vocabulary."
+    )
+    gate_margin: float = Field(
+        0.05, ge=0.0, le=1.0, description="`build --gate`: refuse a version worse than the previous by more than this."
+    )
+    gate_min_overlap: float = Field(
+        0.5, ge=0.0, le=1.0, description="`build --gate` without labels: refuse when top-10 lists overlap less."
+    )
 
 
 class PipelineConfig(_Section):

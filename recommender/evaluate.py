@@ -28,9 +28,10 @@ baseline's vectors, so configs are comparable whatever their own vectors): intra
 (mean pairwise 1 - cosine in each top 10), duplicate rate (share of pairs in a top 10 with cosine >= 0.9),
 catalog coverage (share of articles in at least one evaluated top 10).
 
-ANN recall@10 (pipeline configs): for a seeded sample of up to 200 queries, exact candidates are the top
-500 of all articles by the pipeline's own blended score (sparse_weight * sparse cosine + rest * dense
-dot product, brute force), put through the same policy; recall = |served top 10 ∩ exact top 10| / |exact|.
+ANN recall@10 (pipeline configs): for a seeded sample of up to 200 queries, the pipeline's own scoring
+(`index.neighbours.query_neighbours`: both passes, dense blend, time factor) runs over exhaustive
+candidates (a brute-force IndexFlatIP over the same dense vectors, all articles wide); its top 100 go
+through the same policy; recall = |served top 10 ∩ exact top 10| / |exact top 10|.
 
 Build cost: wall time of build() (or the baseline's fit) in this process, and peak memory as the highest
 RSS sampled every 20 ms during it minus the RSS before it (`peak_rss_delta_mb`; memory already held by
@@ -74,7 +75,7 @@ DEFAULT_CONFIGS = ("default", "tfidf_cosine", "bm25")
 SERVED = 10
 DEEP = 100
 ANN_SAMPLE = 200
-ANN_CANDIDATES = 500
+ANN_CANDIDATES = 100
 DUPLICATE_COSINE = 0.9
 NO_CATEGORY = "(none)"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -353,35 +354,49 @@ class PipelineSystem(System):
         return [(item["id"], float(item["score"])) for item in result.items]
 
     def exact_recall(self, queries: Sequence[str]) -> float | None:
+        """Served top 10 vs the same scoring (both passes, time factor, policy) over exhaustive candidates.
+
+        The query's candidates come from a brute-force IndexFlatIP over the same dense vectors, all
+        articles wide; the corpus side (its stored feedback-expanded rows) stays as built.
+        """
+        import dataclasses
+
+        import faiss
+
+        from index.neighbours import Queries, query_neighbours
         from recommender.ranking import QueryContext
 
         index = self.index
         catalog = index.catalog
-        weight = index.config.neighbours.sparse_weight
-        alive = np.asarray(catalog.alive, dtype=bool)
+        dense = np.ascontiguousarray(np.asarray(index.dense, dtype=np.float32))
+        flat = faiss.IndexFlatIP(dense.shape[1])
+        flat.add(dense)
+        exhaustive = dataclasses.replace(index.corpus, index=flat)
+        n = dense.shape[0]
+        width = min(ANN_CANDIDATES, n - 1)
+        if not queries or width <= 0:
+            return None
+        rows = np.array([index.row_of[q] for q in queries])
+        params = dataclasses.replace(index.config.neighbours.params(), k=width)
+        ids, scores, _ = query_neighbours(
+            exhaustive,
+            Queries(sparse=catalog.sparse[rows], dense=dense[rows], times=catalog.published[rows], self_ids=rows),
+            params,
+            width=n,
+        )
         served, exact = [], []
-        for article_id in queries:
-            row = index.row_of[article_id]
-            blended = weight * (catalog.sparse @ catalog.sparse[row].T).toarray().ravel()
-            blended += (1.0 - weight) * (np.asarray(index.dense) @ np.asarray(index.dense[row]))
-            blended[~alive] = -np.inf
-            blended[row] = -np.inf
-            width = min(ANN_CANDIDATES, int(alive.sum()) - 1)
-            if width <= 0:
-                continue
-            top = np.argpartition(-blended, width - 1)[:width]
-            top = top[np.argsort(-blended[top], kind="stable")]
+        for i, (article_id, row) in enumerate(zip(queries, rows)):
             meta = index.articles[row]
             ctx = QueryContext(
                 sparse=catalog.sparse[row],
                 lang=meta.get("lang") or index.config.text.default_lang,
                 published=float(catalog.published[row]),
-                row=row,
+                row=int(row),
                 url_key=catalog.url_key[row],
                 title_key=catalog.title_key[row],
             )
-            items = index.policy.rank(catalog, ctx, self._query(limit=SERVED), top, blended[top].astype(np.float32))
-            exact.append([catalog.ids[i.row] for i in items])
+            items = index.policy.rank(catalog, ctx, self._query(limit=SERVED), ids[i], scores[i])
+            exact.append([catalog.ids[item.row] for item in items])
             served.append([d for d, _ in self.related(article_id, SERVED)])
         return m.set_recall(served, exact)
 

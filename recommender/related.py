@@ -15,7 +15,7 @@ import scipy.sparse as sp
 
 from index.artifacts import Version, current_version
 from index.errors import NoIndexError
-from index.neighbours import Corpus, Queries, query_neighbours
+from index.neighbours import Corpus, Queries, prune_rows, query_neighbours
 from recommender.analysis import detect_language
 from recommender.config import PipelineConfig, PolicyConfig
 from recommender.errors import ArticleNotFoundError
@@ -68,7 +68,9 @@ class RelatedIndex:
         self.neighbours = version.array("neighbours.npy")
         self.neighbour_scores = version.array("neighbour_scores.npy")
         self.dense = version.array("dense.npy")
-        self.faiss = version.index("index.faiss", ef_search=self.config.index.ef_search)
+        self.faiss = version.index(
+            "index.faiss", ef_search=self.config.index.ef_search, nprobe=self.config.index.nprobe
+        )
         self.catalog = Catalog(
             ids=[a["id"] for a in self.articles],
             lang=np.array([a.get("lang") for a in self.articles], dtype=object),
@@ -82,7 +84,7 @@ class RelatedIndex:
         )
         self.corpus = Corpus(
             index=self.faiss,
-            sparse=self.catalog.sparse,
+            sparse=load_sparse(version, "signature", len(terms)),
             times=self.catalog.published,
             expanded=load_sparse(version, "expanded", len(terms)),
             alive=self.catalog.alive,
@@ -145,7 +147,7 @@ class RelatedIndex:
     def _search(self, ctx: QueryContext, dense: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
         params = replace(self.config.neighbours.params(), k=width)
         queries = Queries(
-            sparse=ctx.sparse, dense=dense, times=np.array([ctx.published]),
+            sparse=prune_rows(ctx.sparse, params.signature_terms), dense=dense, times=np.array([ctx.published]),
             self_ids=None if ctx.row is None else np.array([ctx.row]),
         )
         ids, scores, _ = query_neighbours(self.corpus, queries, params, width=width)

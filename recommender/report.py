@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from recommender.evaluate import Evaluation, SystemResult
 
 EXAMPLES = 5
+MAX_GROUPS = 20  # bars per breakdown plot; the tables list every group
 GRADE_CLASS = {2: "story", 1: "category", 0: "other"}
 
 
@@ -146,8 +147,9 @@ def plot_metrics(systems: Sequence[SystemResult]) -> str:
 
 
 def plot_by_category(systems: Sequence[SystemResult], attribute: str = "by_category") -> str:
-    groups = sorted({g for s in systems for g in getattr(s, attribute)})
-    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(groups) * max(1, len(systems)) / 2), 4))
+    sizes = getattr(systems[0], attribute)
+    groups = sorted(sorted(sizes, key=lambda g: -sizes[g]["queries"])[:MAX_GROUPS])  # the largest groups only
+    fig, ax = plt.subplots(figsize=(min(16, max(6, 0.3 * len(groups) * len(systems))), 4))
     width = 0.8 / len(systems)
     x = np.arange(len(groups))
     for i, s in enumerate(systems):
@@ -156,7 +158,8 @@ def plot_by_category(systems: Sequence[SystemResult], attribute: str = "by_categ
     ax.set_xticks(x, groups, rotation=45 if len(groups) > 6 else 0, ha="right" if len(groups) > 6 else "center")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("nDCG@10")
-    ax.set_title("nDCG@10 by " + attribute.removeprefix("by_"))
+    shown = f" (largest {len(groups)} of {len(sizes)})" if len(sizes) > len(groups) else ""
+    ax.set_title("nDCG@10 by " + attribute.removeprefix("by_") + shown)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return _png(fig)

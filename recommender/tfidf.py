@@ -6,20 +6,22 @@ Learned state ends with `_` and is saved as JSON and `.npy`, never pickled.
 """
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.decomposition import TruncatedSVD
-from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer, TfidfVectorizer
+from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
 from sklearn.preprocessing import normalize
+from threadpoolctl import threadpool_limits
 
 from recommender.analysis import AnalyzerSet
 from recommender.config import ReduceConfig, TextConfig
 from recommender.errors import RelatedError
 
-TINY_CORPUS = 30  # below this many articles document-frequency pruning removes too much
+TINY_CORPUS = 30
+PARALLEL_MIN_DOCS = 5_000  # below this a process pool costs more than it saves  # below this many articles document-frequency pruning removes too much
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,71 @@ class Document:
 class Vectors:
     sparse: sp.csr_matrix  # [N, V] float32, rows L2-normalized
     dense: np.ndarray  # [N, dims] float32, rows L2-normalized
+
+
+def lsa_components(matrix: sp.csr_matrix, dims: int, n_iter: int, rng: np.random.Generator) -> np.ndarray:
+    """Top right singular vectors [dims, V] by randomized SVD (Halko et al. 2011).
+
+    Same algorithm as scikit-learn's `randomized_svd`, but the final decomposition is an
+    eigh of the small (dims+p)^2 Gram matrix instead of a dense SVD/QR over all V terms,
+    which dominated build time at 100k articles.
+    """
+    with threadpool_limits(1):  # threaded BLAS on these thin matrices thrashes on a busy 2-core box
+        return _lsa_components(matrix, dims, n_iter, rng)
+
+
+def _lsa_components(matrix: sp.csr_matrix, dims: int, n_iter: int, rng: np.random.Generator) -> np.ndarray:
+    width = min(dims + 10, min(matrix.shape))
+    sketch = matrix @ rng.standard_normal((matrix.shape[1], width), dtype=np.float32)
+    basis, _ = np.linalg.qr(sketch)
+    for _ in range(n_iter):
+        basis, _ = np.linalg.qr(matrix @ (matrix.T @ basis))
+    projected = np.asarray((matrix.T @ basis).T, dtype=np.float64)  # [width, V]
+    eigenvalues, eigenvectors = np.linalg.eigh(projected @ projected.T)
+    order = np.argsort(eigenvalues)[::-1][:dims]
+    singular = np.sqrt(np.clip(eigenvalues[order], 1e-12, None))
+    components = (eigenvectors[:, order].T @ projected) / singular[:, None]
+    return components.astype(np.float32)
+
+
+_SHARED: tuple[ArticleVectorizer, Sequence[Document]] | None = None  # inherited by forked workers
+
+
+def _count_part(bounds: tuple[int, int]) -> tuple[list[str], sp.csr_matrix]:
+    assert _SHARED is not None
+    vectorizer, docs = _SHARED
+    counter = CountVectorizer(analyzer=vectorizer.analyze, dtype=np.float32)
+    counts = counter.fit_transform(docs[bounds[0] : bounds[1]]).tocsr()
+    return counter.get_feature_names_out().tolist(), counts
+
+
+def count_terms(
+    vectorizer: ArticleVectorizer, docs: Sequence[Document], workers: int
+) -> tuple[list[str], sp.csr_matrix]:
+    """Term counts of all documents; analysis (the Python-heavy part) split over forked processes."""
+    global _SHARED
+    n = len(docs)
+    parts = max(1, min(workers, n // PARALLEL_MIN_DOCS))
+    bounds = [(n * i // parts, n * (i + 1) // parts) for i in range(parts)]
+    _SHARED = (vectorizer, docs)
+    try:
+        if parts == 1:
+            results = [_count_part(bounds[0])]
+        else:
+            with multiprocessing.get_context("fork").Pool(parts) as pool:
+                results = pool.map(_count_part, bounds)
+    finally:
+        _SHARED = None
+    column: dict[str, int] = {}
+    blocks = []
+    for terms, counts in results:
+        remap = np.array([column.setdefault(t, len(column)) for t in terms], dtype=np.int32)
+        blocks.append((remap[counts.indices] if len(terms) else counts.indices, counts))
+    merged = sp.vstack(
+        [sp.csr_matrix((c.data, idx, c.indptr), shape=(c.shape[0], len(column))) for idx, c in blocks]
+    ).tocsr()
+    merged.sum_duplicates()
+    return list(column), merged
 
 
 class ArticleVectorizer:
@@ -64,26 +131,31 @@ class ArticleVectorizer:
         return self._analyzers[lang].words(text)
 
     # -- fit / transform ------------------------------------------------------------
-    def fit_transform(self, docs: Sequence[Document]) -> Vectors:
+    def fit_transform(self, docs: Sequence[Document], workers: int = 1) -> Vectors:
+        """Learn vocabulary, IDF and the LSA projection; `workers` processes share the counting."""
         n = len(docs)
         tiny = n < TINY_CORPUS
-        vectorizer = TfidfVectorizer(
-            analyzer=self.analyze,
-            min_df=1 if tiny else self.text.min_df,
-            max_df=1.0 if tiny else self.text.max_df,
-            max_features=self.text.max_features,
-            sublinear_tf=self.text.sublinear_tf,
-            dtype=np.float32,
-        )
-        try:
-            sparse = vectorizer.fit_transform(docs).tocsr()
-        except ValueError as err:  # "empty vocabulary" and friends: the corpus has no usable words
-            raise RelatedError(f"cannot build a vocabulary from this corpus: {err}") from None
-        self.terms_ = vectorizer.get_feature_names_out().tolist()
-        self.idf_ = vectorizer.idf_.astype(np.float32)
+        terms, counts = count_terms(self, docs, workers)
+        df = np.bincount(counts.indices, minlength=len(terms))
+        min_df = 1 if tiny else self.text.min_df
+        max_df = n if tiny else self.text.max_df * n
+        keep = np.flatnonzero((df >= min_df) & (df <= max_df))
+        if self.text.max_features is not None and len(keep) > self.text.max_features:
+            totals = np.asarray(counts.sum(axis=0)).ravel()[keep]
+            keep = keep[np.argsort(-totals, kind="stable")[: self.text.max_features]]
+        if len(keep) == 0:
+            raise RelatedError(
+                f"cannot build a vocabulary from this corpus: no term is in at least {min_df} and at most "
+                f"{max_df:.0f} of {n} articles"
+            )
+        keep = keep[np.argsort(np.asarray(terms, dtype=object)[keep])]  # alphabetical, like scikit-learn
+        self.terms_ = [terms[i] for i in keep]
+        weighting = TfidfTransformer(sublinear_tf=self.text.sublinear_tf)
+        sparse = weighting.fit_transform(counts[:, keep]).astype(np.float32).tocsr()
+        self.idf_ = weighting.idf_.astype(np.float32)
         self._make_transformers()
         dense = self._fit_reduce(sparse)
-        return Vectors(sparse=sparse.astype(np.float32), dense=dense)
+        return Vectors(sparse=sparse, dense=dense)
 
     def transform(self, docs: Sequence[Document]) -> Vectors:
         if self._counter is None or self._weighting is None:
@@ -116,9 +188,7 @@ class ArticleVectorizer:
         if n > self.reduce.svd_fit_sample:
             sample = reduced[np.sort(rng.choice(n, self.reduce.svd_fit_sample, replace=False))]
         dims = max(1, min(self.reduce.dims, sample.shape[0] - 1, keep - 1))
-        svd = TruncatedSVD(n_components=dims, n_iter=self.reduce.n_iter, random_state=self.reduce.seed)
-        svd.fit(sample)
-        self.components_ = svd.components_.astype(np.float32)
+        self.components_ = lsa_components(sample, dims, self.reduce.n_iter, rng)
         dense = np.asarray(reduced @ self.components_.T, dtype=np.float32)
         return np.ascontiguousarray(normalize(dense), dtype=np.float32)
 

@@ -1,0 +1,594 @@
+"""Incremental update: add, replace and delete articles in the current version without refitting.
+
+`related update --source FILE` reads an update file (the corpus format, plus records
+`{"id": ..., "deleted": true}`) and writes a new version derived from `current`:
+
+- The vocabulary, IDF and SVD of the last full build are reused (`ArticleVectorizer.from_state`
+  + `transform`); nothing is refitted, so old and new rows live in the same vector space.
+- Rows are append-only. A new article gets a new row; an edited article (same id, different
+  metadata or text) is *tombstoned* (`alive.npy` False) and re-added as a new row; a deleted
+  one is only tombstoned. Row numbers of existing articles never change, so the FAISS index,
+  the sparse matrices and every neighbour list stay valid and are appended to, not rebuilt.
+  The API's id -> row map takes the last row of an id, which is the alive one. Tombstones are
+  dropped by the next full build, which is why drift (below) recommends one.
+- New rows get neighbour lists by the build's own two passes (FAISS candidates re-ranked by
+  exact sparse cosine, then by the cosine of feedback-expanded rows, times the date factor),
+  against the corpus *with* the new rows, so articles of one update find each other. Their
+  expanded rows are appended to the stored expanded matrix.
+- Targeted refresh: the score is symmetric (sparse and dense cosine, |date difference|), so
+  the score of existing row r for new row j is the one computed for candidate r of j. Every
+  FAISS candidate r of a new row j whose k-th score j beats gets j merged into its list.
+- Lists that contained a tombstoned row drop it and are refilled by re-running the two-pass
+  scoring for those rows only (their stored expanded rows are kept: they describe the
+  neighbourhood at build time, as for every other row).
+- Drift since the last full build (share of new articles, share of their word tokens outside
+  the vocabulary) is carried from version to version in the manifest; past the configured
+  thresholds `related info` and the update summary recommend a full rebuild.
+
+The build lock is held throughout; the new version is committed, verified and published
+atomically, then old versions are pruned, exactly like a build.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import scipy.sparse as sp
+
+from index.artifacts import Manifest, VersionWriter, build_lock, current_version, prune, publish, read_manifest
+from index.errors import CorruptArtifactError, NoIndexError
+from index.faiss_index import add_vectors
+from index.neighbours import (
+    MISSING,
+    Corpus,
+    NeighbourParams,
+    Queries,
+    batches,
+    expand,
+    first_pass,
+    prune_rows,
+    rescore,
+    subset,
+    top_k,
+)
+from recommender.build import article_rows, documents, library_versions, publication_times, save_sparse
+from recommender.config import BuildConfig, PipelineConfig
+from recommender.errors import RelatedError
+from recommender.sources import read_source, write_rejects
+from recommender.tfidf import ArticleVectorizer, Document
+
+log = logging.getLogger("related.update")
+
+# Fitted state an update reuses as is: hard-linked (or copied) into the new version.
+UNCHANGED = ("vocabulary.json", "idf.npy", "svd_components.npy", "svd_columns.npy")
+# Files an update rewrites. A version holding any other file is refused: an update that does not
+# know a (new) per-article artifact would copy it unchanged and leave it out of step with the rows.
+REWRITTEN = (
+    "articles.jsonl", "alive.npy", "dense.npy", "index.faiss", "neighbours.npy", "neighbour_scores.npy",
+    "tfidf_data.npy", "tfidf_indices.npy", "tfidf_indptr.npy",
+    "expanded_data.npy", "expanded_indices.npy", "expanded_indptr.npy",
+    "signature_data.npy", "signature_indices.npy", "signature_indptr.npy", "rejects.jsonl",
+)
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclass
+class UpdateReport:
+    version: Path | None  # None when nothing changed (no new version)
+    parent: str
+    records: int = 0
+    added: int = 0
+    replaced: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    not_found: int = 0  # deletions of ids the index does not hold
+    rejects: int = 0
+    refreshed: int = 0  # existing lists a new article entered
+    refilled: int = 0  # existing lists refilled after losing a replaced/deleted article
+    articles: int = 0  # alive articles in the new version
+    seconds: float = 0.0
+    drift: dict[str, Any] = field(default_factory=dict)
+    rebuild_reasons: list[str] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return "updated" if self.version is not None else "unchanged"
+
+    def summary(self) -> str:
+        """One key=value line for logs (cron greps it)."""
+        name = self.version.name if self.version else self.parent
+        return (
+            f"status={self.status} version={name} parent={self.parent} articles={self.articles} "
+            f"added={self.added} replaced={self.replaced} deleted={self.deleted} unchanged={self.unchanged} "
+            f"not_found={self.not_found} rejects={self.rejects} refreshed={self.refreshed} "
+            f"refilled={self.refilled} new_share={self.drift.get('new_share', 0.0):.3f} "
+            f"oov_share={self.drift.get('oov_token_share', 0.0):.3f} "
+            f"rebuild_recommended={'yes' if self.rebuild_reasons else 'no'} seconds={self.seconds:.2f}"
+        )
+
+
+# --------------------------------------------------------------------------- drift
+
+
+def drift_advice(drift: dict[str, Any] | None, config: BuildConfig) -> list[str]:
+    """Why a full rebuild is recommended (empty: it is not)."""
+    if not drift:
+        return []
+    reasons = []
+    new_share = float(drift.get("new_share", 0.0) or 0.0)
+    oov_share = float(drift.get("oov_token_share", 0.0) or 0.0)
+    if new_share > config.drift_new_share:
+        reasons.append(
+            f"{new_share:.0%} of the articles are new since the last full build "
+            f"(build.drift_new_share={config.drift_new_share:.0%})"
+        )
+    if oov_share > config.drift_oov_share:
+        reasons.append(
+            f"{oov_share:.0%} of their word tokens are outside the vocabulary "
+            f"(build.drift_oov_share={config.drift_oov_share:.0%})"
+        )
+    return reasons
+
+
+def base_drift(manifest: Manifest) -> dict[str, Any]:
+    """The drift record of a version, normalised; a full build starts a fresh one."""
+    data = manifest.data
+    drift = dict(data.get("drift") or {})
+    if data.get("kind", "build") == "build" or "base_version" not in drift:
+        articles = int((data.get("counts") or {}).get("articles", 0))
+        return {
+            "base_version": manifest.name, "base_articles": articles, "updates_since_build": 0,
+            "articles_since_build": 0, "deleted_since_build": 0, "tokens_since_build": 0,
+            "oov_tokens_since_build": 0, "new_share": 0.0, "oov_token_share": 0.0,
+        }
+    return drift
+
+
+def oov_counts(vectorizer: ArticleVectorizer, docs: list[Document]) -> tuple[int, int]:
+    """(word tokens, word tokens outside the vocabulary) of `docs`, as the vectorizer analyses them.
+
+    Only unigrams count: n-grams of known words are mostly unseen combinations, not new words.
+    """
+    vocabulary = set(vectorizer.terms_)
+    total = oov = 0
+    for doc in docs:
+        words = [t for t in vectorizer.analyze(doc) if " " not in t]
+        total += len(words)
+        oov += sum(1 for w in words if w not in vocabulary)
+    return total, oov
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class ParentVersion:
+    """The current version, read for an update; every file read is checked against the manifest."""
+
+    def __init__(self, path: Path) -> None:
+        self.manifest = read_manifest(path)
+        self.path = path
+        self.name = self.manifest.name
+        self.files: dict[str, dict[str, Any]] = self.manifest.data["files"]
+
+    def _checked(self, name: str) -> Path:
+        """Path of a listed file after checking its size and sha256 against the manifest."""
+        entry = self.files.get(name)
+        if entry is None:
+            raise CorruptArtifactError(f"version {self.name} has no file {name}")
+        path = self.path / name
+        try:
+            with open(path, "rb") as handle:
+                digest = hashlib.file_digest(handle, "sha256").hexdigest()
+                size = handle.tell()
+        except FileNotFoundError:
+            raise CorruptArtifactError(f"missing file {name} in version {self.name}") from None
+        if size != entry["bytes"] or digest != entry["sha256"]:
+            raise CorruptArtifactError(f"checksum mismatch for {name} in version {self.name}: not updating it")
+        return path
+
+    def raw(self, name: str) -> bytes:
+        return self._checked(name).read_bytes()  # the second read comes from the page cache
+
+    def has(self, name: str) -> bool:
+        return name in self.files
+
+    def array(self, name: str) -> np.ndarray:
+        """Checked, then memory-mapped read-only (versions are immutable): no copy of large arrays."""
+        return np.load(self._checked(name), mmap_mode="r", allow_pickle=False)
+
+    def json(self, name: str) -> Any:
+        return json.loads(self.raw(name))
+
+    def jsonl(self, name: str) -> list[dict]:
+        return [json.loads(line) for line in self.raw(name).decode("utf-8").splitlines() if line.strip()]
+
+    def sparse(self, prefix: str, n_terms: int) -> sp.csr_matrix | None:
+        if not self.has(f"{prefix}_indptr.npy"):
+            return None
+        indptr = self.array(f"{prefix}_indptr.npy")
+        return sp.csr_matrix(
+            (self.array(f"{prefix}_data.npy"), self.array(f"{prefix}_indices.npy"), indptr),
+            shape=(len(indptr) - 1, n_terms), copy=False,
+        )
+
+    def index(self) -> faiss.Index:
+        """Read into memory (not memory-mapped), so vectors can be added."""
+        return faiss.read_index(str(self._checked("index.faiss")))
+
+    def link_into(self, writer: VersionWriter, name: str) -> None:
+        """Unchanged file: hard link (versions are immutable), copy where links are not possible."""
+        target = writer.path(name)
+        try:
+            os.link(self.path / name, target)
+        except OSError:
+            shutil.copyfile(self.path / name, target)
+
+
+# --------------------------------------------------------------------------- neighbours
+
+
+@dataclass
+class Lists:
+    ids: np.ndarray  # int32 [N, K]
+    scores: np.ndarray  # float32 [N, K]
+
+
+def score_rows(
+    corpus: Corpus, queries: Queries, params: NeighbourParams, *, expand_queries: bool = True,
+) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]], sp.csr_matrix | None]:
+    """First pass over the FAISS candidates of `queries`, per batch, as in build_neighbours.
+
+    With `expand_queries` the queries' feedback-expanded rows are computed from their first
+    pass (returned; the caller appends them to `corpus.expanded` before `finish_rows`, so new
+    rows can be each other's candidates). Returns the per-batch first-pass state.
+    """
+    parts = []
+    feedback_parts = []
+    for part in batches(queries.sparse.shape[0], params.batch_size):
+        q = subset(queries, part)
+        ids, dense_scores, first = first_pass(corpus, q, params, params.candidates)
+        parts.append((ids, dense_scores, first))
+        if expand_queries and params.feedback > 0:
+            fb_ids, fb_scores = top_k(ids, first, params.feedback)
+            feedback_parts.append(
+                expand(q.sparse, corpus.sparse, fb_ids, fb_scores, params.feedback_weight, params.signature_terms)
+            )
+    computed = sp.vstack(feedback_parts).tocsr().astype(np.float32) if feedback_parts else None
+    return parts, computed
+
+
+def finish_rows(
+    corpus: Corpus, queries: Queries, params: NeighbourParams, parts: list, expanded: sp.csr_matrix | None,
+) -> tuple[Lists, np.ndarray, np.ndarray]:
+    """Second pass: top-k lists of the queries plus every (candidate, score) for the refresh."""
+    n = queries.sparse.shape[0]
+    out = Lists(np.full((n, params.k), MISSING, np.int32), np.zeros((n, params.k), np.float32))
+    all_ids, all_scores = [], []
+    for part, (ids, dense_scores, first) in zip(batches(n, params.batch_size), parts):
+        q = subset(queries, part)
+        exp = None if expanded is None or corpus.expanded is None else expanded[part]
+        scores = rescore(corpus, q, params, ids, dense_scores, first, exp)
+        out.ids[part], out.scores[part] = top_k(ids, scores, params.k)
+        all_ids.append(ids)
+        all_scores.append(np.where(ids >= 0, scores, -np.inf).astype(np.float32))
+    width = max((a.shape[1] for a in all_ids), default=0)
+    pad = lambda a, v: np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=v)  # noqa: E731
+    cand_ids = np.vstack([pad(a, MISSING) for a in all_ids]) if all_ids else np.empty((0, 0), np.int64)
+    cand_scores = np.vstack([pad(a, -np.inf) for a in all_scores]) if all_scores else np.empty((0, 0), np.float32)
+    return out, cand_ids, cand_scores
+
+
+def merge_new(lists: Lists, new_rows: np.ndarray, cand_ids: np.ndarray, cand_scores: np.ndarray,
+              eligible: np.ndarray) -> int:
+    """Insert new row new_rows[i] into the list of each candidate cand_ids[i, j] it now ranks in.
+
+    `eligible[r]`: row r's list may be changed here (alive, existing, not about to be refilled).
+    Returns the number of lists changed. Whole-array work; no loop per pair.
+    """
+    k = lists.ids.shape[1]
+    targets = cand_ids.ravel()
+    sources = np.repeat(new_rows, cand_ids.shape[1])
+    scores = cand_scores.ravel()
+    keep = (targets >= 0) & np.isfinite(scores)
+    keep[keep] &= eligible[targets[keep]]
+    targets, sources, scores = targets[keep], sources[keep], scores[keep]
+    if targets.size == 0:
+        return 0
+    last_ids = lists.ids[targets, k - 1]
+    kth = np.where(last_ids >= 0, lists.scores[targets, k - 1], -np.inf)
+    wins = scores > kth
+    targets, sources, scores = targets[wins], sources[wins], scores[wins]
+    if targets.size == 0:
+        return 0
+    order = np.lexsort((-scores, targets))  # by target, best first
+    targets, sources, scores = targets[order], sources[order], scores[order]
+    rows, start, counts = np.unique(targets, return_index=True, return_counts=True)
+    rank = np.arange(targets.size) - np.repeat(start, counts)
+    top = rank < k  # no more than k new ones can enter one list
+    group = np.repeat(np.arange(rows.size), counts)[top]
+    width = int(min(k, counts.max()))
+    block_ids = np.full((rows.size, width), MISSING, np.int64)
+    block_scores = np.full((rows.size, width), -np.inf, np.float32)
+    block_ids[group, rank[top]] = sources[top]
+    block_scores[group, rank[top]] = scores[top]
+    old_ids = lists.ids[rows].astype(np.int64)
+    old_scores = np.where(old_ids >= 0, lists.scores[rows], -np.inf).astype(np.float32)
+    merged_ids, merged_scores = top_k(
+        np.hstack([old_ids, block_ids]), np.hstack([old_scores, block_scores]), k
+    )
+    lists.ids[rows], lists.scores[rows] = merged_ids, merged_scores
+    return int(rows.size)
+
+
+# --------------------------------------------------------------------------- update
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _same(row: dict, old_row: dict, new_sparse: sp.csr_matrix, old_sparse: sp.csr_matrix) -> bool:
+    """An unchanged re-send: same metadata and the same TF-IDF row (hence the same text)."""
+    if row != old_row:
+        return False
+    return (
+        new_sparse.nnz == old_sparse.nnz
+        and np.array_equal(new_sparse.indices, old_sparse.indices)
+        and np.array_equal(new_sparse.data, old_sparse.data)
+    )
+
+
+def update_hash(parent: Manifest, source: Path) -> str:
+    digest = hashlib.sha256(b"related-update\0")
+    digest.update(parent.content_hash.encode())
+    with open(source, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def update(
+    source: Path, data_dir: Path, *, build_config: BuildConfig | None = None, progress: bool = False,
+) -> UpdateReport:
+    """Apply an update file to the current version and publish the result. Holds the build lock.
+
+    `build_config` (keep, drift thresholds) defaults to the current version's; the text, index
+    and neighbour settings always come from the current version, whose vocabulary is reused.
+    """
+    started = time.perf_counter()
+    source, data_dir = Path(source), Path(data_dir)
+    if not source.is_file():
+        raise RelatedError(f"update file not found: {source}")
+    with build_lock(data_dir):
+        stages: dict[str, float] = {}
+        clock = [time.perf_counter()]
+
+        def stage(name: str) -> None:
+            now = time.perf_counter()
+            stages[name] = round(now - clock[0], 3)
+            log.info("%s: %.2fs", name, now - clock[0])
+            clock[0] = now
+
+        current = current_version(data_dir)
+        if current is None:
+            raise NoIndexError(f"no current version in {data_dir}: run `related build` before `related update`")
+        parent = ParentVersion(current)
+        unknown = sorted(set(parent.files) - set(UNCHANGED) - set(REWRITTEN))
+        if unknown:
+            raise RelatedError(
+                f"version {parent.name} has files `related update` does not know how to extend "
+                f"({', '.join(unknown)}): run a full `related build`"
+            )
+        config = PipelineConfig.from_dict(parent.manifest.data["config"], origin=f"manifest of {parent.name}")
+        build_config = build_config or config.build
+        params = config.neighbours.params()
+        report = UpdateReport(version=None, parent=parent.name)
+
+        ingested = read_source(source, allow_delete=True)
+        report.records, report.rejects = ingested.records, len(ingested.rejects)
+        for reject in ingested.rejects[:20]:
+            log.warning("rejected line %s (id=%s): %s", reject.line, reject.id, reject.reason)
+        if ingested.records and not ingested.articles and not ingested.deletions:
+            raise RelatedError(f"no valid record in {source}: {ingested.records} records, all rejected")
+        share = len(ingested.rejects) / max(1, ingested.records)
+        if share > build_config.max_reject_share:
+            raise RelatedError(
+                f"{len(ingested.rejects)} of {ingested.records} update records rejected ({share:.0%}), more than "
+                f"build.max_reject_share={build_config.max_reject_share:.0%}"
+            )
+        stage("ingest")
+
+        # -- what changes -----------------------------------------------------------------
+        terms = parent.json("vocabulary.json")
+        state = {name: parent.array(f"{name}.npy") for name in ("idf", "svd_components", "svd_columns")}
+        vectorizer = ArticleVectorizer.from_state(config.text, config.reduce, terms, state)
+        articles_bytes = parent.raw("articles.jsonl")
+        rows: list[dict] = [json.loads(line) for line in articles_bytes.splitlines() if line.strip()]
+        alive = np.array(parent.array("alive.npy"), dtype=bool)
+        sparse = parent.sparse("tfidf", len(terms))
+        if sparse is None or sparse.shape[0] != len(rows) or alive.shape[0] != len(rows):
+            raise CorruptArtifactError(f"version {parent.name}: row counts of articles, alive and tfidf differ")
+        live_row = {r["id"]: i for i, r in enumerate(rows) if alive[i]}
+
+        docs = documents(ingested.articles, config)
+        new_meta = article_rows(ingested.articles, docs)
+        vectors = vectorizer.transform(docs) if docs else None
+        stage("vectorize")
+
+        dead: list[int] = []
+        keep_new: list[int] = []
+        for i, article in enumerate(ingested.articles):
+            old = live_row.get(article.id)
+            if old is not None:
+                if _same(new_meta[i], rows[old], vectors.sparse[i], sparse[old]):
+                    report.unchanged += 1
+                    continue
+                report.replaced += 1
+                dead.append(old)
+            else:
+                report.added += 1
+            keep_new.append(i)
+        for deletion in ingested.deletions:
+            old = live_row.get(deletion.id)
+            if old is None:
+                report.not_found += 1
+                log.warning("delete: no article with id %r in version %s", deletion.id, parent.name)
+                continue
+            report.deleted += 1
+            dead.append(old)
+        if not keep_new and not dead:
+            prune(data_dir, build_config.keep)  # leftovers of killed runs; we hold the lock
+            report.articles = int(alive.sum())
+            report.drift = base_drift(parent.manifest)
+            report.rebuild_reasons = drift_advice(report.drift, build_config)
+            report.seconds = time.perf_counter() - started
+            return report
+
+        # -- the corpus with the new rows ------------------------------------------------------
+        n_old, n_new = len(rows), len(keep_new)
+        dead_rows = np.array(sorted(set(dead)), dtype=np.int64)
+        alive[dead_rows] = False
+        pick = np.array(keep_new, dtype=np.int64)
+        new_docs = [docs[i] for i in keep_new]
+        new_rows_meta = [new_meta[i] for i in keep_new]
+        new_sparse = vectors.sparse[pick] if n_new else sp.csr_matrix((0, len(terms)), dtype=np.float32)
+        new_dense = vectors.dense[pick] if n_new else np.empty((0, 0), np.float32)
+        rows = rows + new_rows_meta
+        alive = np.concatenate([alive, np.ones(n_new, dtype=bool)])
+        sparse = sp.vstack([sparse, new_sparse], format="csr", dtype=np.float32)
+        # Pair scores use each row's top-weighted terms (signatures) when the build stored them.
+        signature = parent.sparse("signature", len(terms))
+        if signature is None:
+            params = replace(params, signature_terms=0)
+            new_signature, signature = new_sparse, sparse
+        else:
+            new_signature = prune_rows(new_sparse, params.signature_terms)
+            signature = sp.vstack([signature, new_signature], format="csr", dtype=np.float32)
+        dense = parent.array("dense.npy")
+        index = parent.index()  # in memory, not mapped: vectors are added
+        if n_new:
+            dense = np.vstack([dense, new_dense]).astype(np.float32)
+            add_vectors(index, new_dense)
+        times = publication_times(rows)
+        expanded = parent.sparse("expanded", len(terms))
+        corpus = Corpus(index=index, sparse=signature, times=times, expanded=expanded, alive=alive)
+        lists = Lists(parent.array("neighbours.npy").copy(), parent.array("neighbour_scores.npy").copy())
+        stage("load")
+
+        # -- lists of the new rows -------------------------------------------------------------
+        new_idx = np.arange(n_old, n_old + n_new)
+        if n_new:
+            queries = Queries(new_signature, new_dense, times[new_idx], self_ids=new_idx)
+            parts, new_expanded = score_rows(corpus, queries, params)
+            if expanded is not None:
+                if new_expanded is None:  # feedback off: the build stored plain rows
+                    new_expanded = new_signature
+                corpus.expanded = sp.vstack([expanded, new_expanded], format="csr", dtype=np.float32)
+            new_lists, cand_ids, cand_scores = finish_rows(corpus, queries, params, parts, new_expanded)
+            lists.ids = np.vstack([lists.ids, new_lists.ids])
+            lists.scores = np.vstack([lists.scores, new_lists.scores])
+        stage("new_lists")
+
+        # -- lists that lose a tombstoned row: refilled ---------------------------------------
+        if dead_rows.size:
+            lists.ids[dead_rows] = MISSING
+            lists.scores[dead_rows] = 0.0
+            stale = np.flatnonzero(np.isin(lists.ids, dead_rows).any(axis=1) & alive)
+        else:
+            stale = np.empty(0, np.int64)
+        eligible = alive.copy()
+        eligible[n_old:] = False
+        eligible[stale] = False
+        if n_new:  # targeted refresh of existing lists
+            report.refreshed = merge_new(lists, new_idx, cand_ids, cand_scores, eligible)
+        if stale.size:
+            queries = Queries(signature[stale], dense[stale], times[stale], self_ids=stale)
+            stored = None if corpus.expanded is None else corpus.expanded[stale]
+            parts, _ = score_rows(corpus, queries, params, expand_queries=False)
+            refilled, _, _ = finish_rows(corpus, queries, params, parts, stored)
+            lists.ids[stale], lists.scores[stale] = refilled.ids, refilled.scores
+            report.refilled = int(stale.size)
+        stage("refresh")
+
+        # -- drift -----------------------------------------------------------------------------
+        drift = base_drift(parent.manifest)
+        tokens, oov = oov_counts(vectorizer, new_docs)
+        drift["updates_since_build"] = int(drift["updates_since_build"]) + 1
+        drift["articles_since_build"] = int(drift["articles_since_build"]) + n_new
+        drift["deleted_since_build"] = int(drift["deleted_since_build"]) + report.deleted
+        drift["tokens_since_build"] = int(drift["tokens_since_build"]) + tokens
+        drift["oov_tokens_since_build"] = int(drift["oov_tokens_since_build"]) + oov
+        drift["new_share"] = round(drift["articles_since_build"] / max(1, int(drift["base_articles"])), 6)
+        drift["oov_token_share"] = round(drift["oov_tokens_since_build"] / max(1, drift["tokens_since_build"]), 6)
+        report.drift = drift
+        report.rebuild_reasons = drift_advice(drift, build_config)
+        report.articles = int(alive.sum())
+        stage("drift")
+
+        # -- write, verify, publish ------------------------------------------------------------
+        with VersionWriter(data_dir) as writer:
+            for name in UNCHANGED:
+                if parent.has(name):
+                    parent.link_into(writer, name)
+            save_sparse(writer, "tfidf", sparse)
+            if parent.has("signature_indptr.npy"):
+                save_sparse(writer, "signature", signature)
+            if corpus.expanded is not None:
+                save_sparse(writer, "expanded", corpus.expanded)
+            writer.save_array("dense.npy", dense)
+            writer.save_index("index.faiss", index)
+            writer.save_array("neighbours.npy", lists.ids)
+            writer.save_array("neighbour_scores.npy", lists.scores)
+            writer.save_array("alive.npy", alive)
+            with open(writer.path("articles.jsonl"), "wb") as handle:  # old rows never change: append
+                handle.write(articles_bytes if not articles_bytes or articles_bytes.endswith(b"\n") else articles_bytes + b"\n")
+                handle.writelines(
+                    (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode() for row in new_rows_meta
+                )
+            write_rejects(ingested.rejects, writer.path("rejects.jsonl"))
+            parent_meta = parent.manifest.data
+            meta = {
+                "kind": "update",
+                "parent": parent.name,
+                "built_at": _utc_now(),
+                "base_built_at": parent_meta.get("base_built_at", parent_meta.get("built_at")),
+                "source": {"path": str(source.resolve()), "records": ingested.records},
+                "config": parent_meta["config"],
+                "counts": {
+                    "articles": report.articles, "rows": len(rows), "tombstones": int((~alive).sum()),
+                    "rejects": report.rejects, "vocabulary": len(terms),
+                },
+                "update": {
+                    "added": report.added, "replaced": report.replaced, "deleted": report.deleted,
+                    "unchanged": report.unchanged, "not_found": report.not_found,
+                    "refreshed": report.refreshed, "refilled": report.refilled,
+                },
+                "dims": int(dense.shape[1]),
+                "index_type": type(faiss.downcast_index(index)).__name__,
+                "libraries": library_versions(),
+                "stages": stages,
+                "drift": drift,
+            }
+            version = writer.commit(meta, update_hash(parent.manifest, source))
+        stage("write")
+        publish(data_dir, version)
+        stage("publish")
+        for old in prune(data_dir, build_config.keep):
+            log.info("pruned old version %s", old.name)
+        report.version = version
+        report.stages = stages
+        report.seconds = time.perf_counter() - started
+        return report

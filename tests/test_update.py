@@ -1,0 +1,189 @@
+"""`related update`: adds, edits and deletes on a built version, without refitting.
+
+Small corpora built in process (fast); lists read back through RelatedIndex as the API would.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from index.artifacts import current_version, list_versions, verify_version
+from index.errors import CorruptArtifactError, NoIndexError
+from index.neighbours import Queries
+from recommender.build import build
+from recommender.cli import main
+from recommender.config import BuildConfig, PipelineConfig
+from recommender.errors import ArticleNotFoundError
+from recommender.ranking import RelatedQuery
+from recommender.related import RelatedIndex
+from recommender.update import Lists, finish_rows, score_rows, update
+from tests.news_corpus import CONFIG, STORY_WORDS, article, corpus, write_jsonl
+
+ANY = RelatedQuery(limit=10, lang="any")
+
+
+def served(data: Path, article_id: str, limit: int = 10) -> list[str]:
+    index = RelatedIndex.open(data)
+    return [item["id"] for item in index.for_article(article_id, RelatedQuery(limit=limit, lang="any")).items]
+
+
+@pytest.fixture()
+def built(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    build(write_jsonl(tmp_path / "corpus.jsonl", corpus()), data, PipelineConfig.from_dict(CONFIG))
+    return data
+
+
+def apply(tmp_path: Path, data: Path, records: list[dict], name: str = "update.jsonl"):
+    return update(write_jsonl(tmp_path / name, records), data)
+
+
+def members(story: str, size: int = 6) -> list[str]:
+    return [f"{story}-{i}" for i in range(size)]
+
+
+def test_added_article_enters_its_story_lists(tmp_path: Path, built: Path) -> None:
+    before = current_version(built)
+    new = article("flood", 99, seed=5)
+    report = apply(tmp_path, built, [new])
+    assert report.added == 1 and report.version is not None
+    assert current_version(built) == report.version.resolve() != before
+    for mate in members("flood"):
+        assert "flood-99" in served(built, mate, limit=6), mate
+    own = served(built, "flood-99", limit=6)
+    assert set(own[:5]) <= set(members("flood")), own
+    manifest = json.loads((report.version / "manifest.json").read_text())
+    assert manifest["kind"] == "update" and manifest["parent"] == before.name
+    assert manifest["counts"]["articles"] == 37 and manifest["update"]["added"] == 1
+    assert manifest["drift"]["articles_since_build"] == 1 and manifest["drift"]["base_version"] == before.name
+    verify_version(report.version)  # every file, linked or rewritten, is in the manifest with its checksum
+
+
+def test_edit_moves_article_to_its_new_story(tmp_path: Path, built: Path) -> None:
+    assert "flood-2" in served(built, "flood-0", limit=5)
+    edited = article("cup", 2, seed=9, article_id="flood-2") | {"url": "https://news.example/flood/2"}
+    report = apply(tmp_path, built, [edited])
+    assert report.replaced == 1 and report.refilled > 0
+    index = RelatedIndex.open(built)
+    assert index.size == 36  # the old row is a tombstone, the new row the article
+    for mate in members("flood"):
+        if mate != "flood-2":
+            assert "flood-2" not in served(built, mate, limit=5), mate
+            assert len(served(built, mate, limit=8)) == 8  # refilled
+    for mate in members("cup"):
+        assert "flood-2" in served(built, mate, limit=6), mate
+
+
+def test_delete_removes_everywhere_and_refills(tmp_path: Path, built: Path) -> None:
+    report = apply(tmp_path, built, [{"id": "budget-3", "deleted": True}, {"id": "no-such-id", "deleted": True}])
+    assert report.deleted == 1 and report.not_found == 1
+    index = RelatedIndex.open(built)
+    gone = [row for row, a in enumerate(index.articles) if a["id"] == "budget-3"]
+    alive = index.catalog.alive
+    lists = np.asarray(index.neighbours)[alive]
+    assert not np.isin(lists, gone).any()
+    assert (lists >= 0).all()  # refilled: every live list is full again
+    with pytest.raises(ArticleNotFoundError):
+        index.for_article("budget-3", ANY)
+    for mate in members("budget"):
+        if mate != "budget-3":
+            ids = served(built, mate, limit=10)
+            assert "budget-3" not in ids and len(ids) == 10
+
+
+def test_targeted_refresh_equals_full_recomputation(tmp_path: Path, built: Path) -> None:
+    """With FAISS candidates covering the corpus, merged lists are exactly a recomputation's."""
+    news = [article(s, 50 + i, seed=3) for s in ("chips", "comet") for i in range(3)]
+    report = apply(tmp_path, built, news)
+    assert report.added == 6 and report.refreshed > 0
+    index = RelatedIndex.open(built)
+    params = index.config.neighbours.params()
+    rows = np.flatnonzero(index.catalog.alive)
+    queries = Queries(index.corpus.sparse[rows], np.asarray(index.dense)[rows], index.catalog.published[rows], rows)
+    parts, _ = score_rows(index.corpus, queries, params, expand_queries=False)
+    fresh, _, _ = finish_rows(index.corpus, queries, params, parts, index.corpus.expanded[rows])
+    stored = Lists(np.asarray(index.neighbours)[rows], np.asarray(index.neighbour_scores)[rows])
+    np.testing.assert_allclose(stored.scores, fresh.scores, rtol=1e-4, atol=1e-5)
+    same = (stored.ids == fresh.ids) | np.isclose(stored.scores, fresh.scores, atol=1e-5)  # ties may swap
+    assert same.all()
+
+
+def test_same_update_twice_makes_no_version(tmp_path: Path, built: Path) -> None:
+    records = [article("comet", 40, seed=2)]
+    first = apply(tmp_path, built, records)
+    assert first.version is not None
+    count = len(list_versions(built))
+    again = apply(tmp_path, built, records)
+    assert again.version is None and again.unchanged == 1 and again.status == "unchanged"
+    assert len(list_versions(built)) == count and current_version(built) == first.version.resolve()
+
+
+def test_rollback_restores_previous_lists(tmp_path: Path, built: Path) -> None:
+    before = served(built, "quake-0")
+    version = current_version(built)
+    apply(tmp_path, built, [{"id": "quake-1", "deleted": True}, article("quake", 70, seed=4)])
+    assert served(built, "quake-0") != before
+    result = CliRunner().invoke(main, ["rollback", "--data-dir", str(built)])
+    assert result.exit_code == 0, result.output
+    assert "status=ok" in result.stderr and version.name in result.stderr
+    assert current_version(built) == version
+    assert served(built, "quake-0") == before
+
+
+def test_drift_recommends_rebuild(tmp_path: Path, built: Path) -> None:
+    novel = "zorblax quintrel vashmoor pelligrue ostravane kimbrell dworak fennimore".split()
+    records = [article("comet", 80 + i, seed=i, words=" ".join(novel)) for i in range(10)]
+    report = apply(tmp_path, built, records)
+    assert report.drift["new_share"] == pytest.approx(10 / 36, abs=1e-4)
+    assert report.drift["oov_token_share"] > 0.3
+    assert len(report.rebuild_reasons) == 2
+    result = CliRunner().invoke(main, ["info", "--data-dir", str(built)])
+    assert result.exit_code == 0 and "rebuild:    recommended" in result.output
+    # A second update accumulates drift since the same full build.
+    again = apply(tmp_path, built, [article("flood", 90)], name="second.jsonl")
+    assert again.drift["updates_since_build"] == 2 and again.drift["articles_since_build"] == 11
+    loose = BuildConfig(drift_new_share=0.9, drift_oov_share=0.9)
+    assert update(write_jsonl(tmp_path / "third.jsonl", [article("flood", 91)]), built, build_config=loose).rebuild_reasons == []
+
+
+def test_cli_update_summary_and_errors(tmp_path: Path, built: Path) -> None:
+    source = write_jsonl(tmp_path / "u.jsonl", [article("cup", 60, seed=1)])
+    result = CliRunner().invoke(main, ["update", "--source", str(source), "--data-dir", str(built)])
+    assert result.exit_code == 0, result.output
+    line = [entry for entry in result.stderr.splitlines() if entry.startswith("related update: status=")][-1]
+    fields = dict(part.split("=", 1) for part in line.removeprefix("related update: ").split())
+    assert fields["status"] == "updated" and fields["added"] == "1" and fields["version"] == current_version(built).name
+    empty = tmp_path / "empty-data"
+    result = CliRunner().invoke(main, ["update", "--source", str(source), "--data-dir", str(empty)])
+    assert result.exit_code == 1 and "status=failed" in result.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": 1}\nnot json\n', encoding="utf-8")
+    version = current_version(built)
+    result = CliRunner().invoke(main, ["update", "--source", str(bad), "--data-dir", str(built)])
+    assert result.exit_code == 1 and current_version(built) == version
+
+
+def test_update_without_index_raises(tmp_path: Path) -> None:
+    with pytest.raises(NoIndexError):
+        update(write_jsonl(tmp_path / "u.jsonl", [article("cup", 1)]), tmp_path / "nothing")
+
+
+def test_corrupt_parent_is_not_updated(tmp_path: Path, built: Path) -> None:
+    version = current_version(built)
+    target = version / "neighbours.npy"
+    target.chmod(0o644)
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(CorruptArtifactError, match="checksum"):
+        apply(tmp_path, built, [article("cup", 61)])
+    assert current_version(built) == version
+
+
+def test_story_words_are_distinct() -> None:  # the fixtures' premise
+    words = [set(w.split()) for w in STORY_WORDS.values()]
+    assert all(not (a & b) for i, a in enumerate(words) for b in words[i + 1 :])
