@@ -84,7 +84,7 @@ class PolicyConfig(_Section):
     """Request-time ranking policy applied on the precomputed list."""
 
     same_language: bool = True
-    duplicate_threshold: float = Field(0.9, gt=0.0, le=1.0, description="Cosine above which two items are copies.")
+    duplicate_threshold: float = Field(0.99, gt=0.0, le=1.0, description="Cosine above which two items are copies.")
     duplicate_same_title: bool = Field(True, description="Same normalized title (or same URL) means a copy.")
     freshness_half_life_days: float | None = Field(None, gt=0.0)
     freshness_weight: float = Field(0.2, ge=0.0, le=1.0)

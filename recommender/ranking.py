@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from recommender.config import PolicyConfig
 
 DAY = 86_400.0
-SAME_TITLE_MIN_COSINE = 0.5
+SAME_TITLE_MIN_COSINE = 0.95
 ANY_LANGUAGE = "any"
 
 
@@ -43,6 +43,7 @@ class Catalog:
     """Per-article arrays the policy filters on, aligned with the index rows."""
 
     ids: list[str]
+    row_of: dict[str, int]
     lang: np.ndarray  # object array of str
     category: np.ndarray  # object array of str | None
     published: np.ndarray  # float64 epoch seconds, NaN when unknown
@@ -95,7 +96,8 @@ class Policy:
         if ctx.row is not None:
             keep &= rows != ctx.row
         if query.exclude:
-            keep &= np.array([catalog.ids[r] not in query.exclude if r >= 0 else False for r in rows], dtype=bool)
+            excluded = [catalog.row_of[i] for i in query.exclude if i in catalog.row_of]
+            keep &= ~np.isin(rows, excluded)
         lang = query.lang or (ctx.lang if self.config.same_language else ANY_LANGUAGE)
         safe = np.maximum(rows, 0)
         if lang != ANY_LANGUAGE:
@@ -124,43 +126,54 @@ class Policy:
         title = catalog.title_key[a_row]
         return bool(title) and title == catalog.title_key[b_row]
 
+    def _copies_query(self, catalog: Catalog, ctx: QueryContext, row: int, cosine: float) -> bool:
+        if cosine >= self.config.duplicate_threshold:
+            return True
+        if not self.config.duplicate_same_title or cosine < SAME_TITLE_MIN_COSINE:
+            return False
+        return bool(
+            (ctx.url_key and ctx.url_key == catalog.url_key[row])
+            or (ctx.title_key and ctx.title_key == catalog.title_key[row])
+        )
+
     def collapse_duplicates(
-        self, catalog: Catalog, ctx: QueryContext, items: list[RankedItem]
+        self, catalog: Catalog, ctx: QueryContext, rows: np.ndarray, scores: np.ndarray, pool: int
     ) -> list[RankedItem]:
-        """Copies of the query go; each group of copies keeps one item (the freshest) at its best rank."""
-        if not items:
-            return items
-        rows = np.array([i.row for i in items])
-        vectors = catalog.sparse[rows]
-        to_query = np.asarray((vectors @ ctx.sparse.T).todense()).ravel()
-        pairwise = (vectors @ vectors.T).toarray()
-        kept: list[int] = []  # positions in items
+        """Copies of the query go; each group of copies keeps one item (the freshest) at its best rank.
+
+        Walks the candidates in blocks and stops once `pool` distinct items are kept, so a
+        wide fallback search costs a few small sparse products, not one per pair.
+        """
+        kept: list[int] = []  # positions in items of group leaders
         groups: dict[int, list[int]] = {}
-        for pos, item in enumerate(items):
-            same_source = (
-                self.config.duplicate_same_title
-                and to_query[pos] >= SAME_TITLE_MIN_COSINE
-                and (
-                    (ctx.url_key and ctx.url_key == catalog.url_key[item.row])
-                    or (ctx.title_key and ctx.title_key == catalog.title_key[item.row])
+        block_size = max(2 * pool, 32)
+        for start in range(0, len(rows), block_size):
+            if len(kept) >= pool:
+                break
+            block = list(range(start, min(len(rows), start + block_size)))
+            compared = kept + block  # leaders so far, then this block
+            vectors = catalog.sparse[rows[compared]]
+            block_vectors = vectors[len(kept) :]
+            to_query = np.asarray((block_vectors @ ctx.sparse.T).todense()).ravel()
+            similar = (block_vectors @ vectors.T).toarray()
+            column = {p: c for c, p in enumerate(compared)}
+            for b, pos in enumerate(block):
+                row = int(rows[pos])
+                if self._copies_query(catalog, ctx, row, to_query[b]):
+                    continue
+                leader = next(
+                    (k for k in kept if self._is_copy(catalog, int(rows[k]), row, similar[b, column[k]])), None
                 )
-            )
-            if to_query[pos] >= self.config.duplicate_threshold or same_source:
-                continue
-            leader = next(
-                (k for k in kept if self._is_copy(catalog, items[k].row, item.row, pairwise[k, pos])), None
-            )
-            if leader is None:
-                kept.append(pos)
-                groups[pos] = [pos]
-            else:
-                groups[leader].append(pos)
+                if leader is not None:
+                    groups[leader].append(pos)
+                elif len(kept) < pool:
+                    kept.append(pos)
+                    groups[pos] = [pos]
         result = []
         for leader in kept:
-            members = groups[leader]
-            freshest = max(members, key=lambda p: np.nan_to_num(catalog.published[items[p].row], nan=-np.inf))
-            chosen = items[freshest]
-            result.append(RankedItem(chosen.row, items[leader].score, dict(items[leader].parts)))
+            freshest = max(groups[leader], key=lambda p: np.nan_to_num(catalog.published[rows[p]], nan=-np.inf))
+            score = float(scores[leader])
+            result.append(RankedItem(int(rows[freshest]), score, {"text": round(score, 4)}))
         return result
 
     # -- scoring -----------------------------------------------------------------------------
@@ -221,10 +234,13 @@ class Policy:
     ) -> list[RankedItem]:
         """The list to serve (at most `query.limit` items) from candidates ordered by text score."""
         mask = self.eligible(catalog, ctx, query, rows)
-        items = [
-            RankedItem(int(r), float(s), {"text": round(float(s), 4)}) for r, s in zip(rows[mask], scores[mask])
-        ]
-        items = self.collapse_duplicates(catalog, ctx, items)
+        reorders = (
+            self.config.freshness_half_life_days is not None
+            or self.config.mmr_lambda is not None
+            or self.config.category_cap is not None
+        )
+        pool = max(3 * query.limit, query.limit + 20) if reorders else query.limit
+        items = self.collapse_duplicates(catalog, ctx, rows[mask], scores[mask], pool)
         self.freshness(catalog, ctx, items)
         items = self.cap_categories(catalog, items)
         items = self.diversify(catalog, items, query.limit)

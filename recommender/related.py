@@ -73,6 +73,7 @@ class RelatedIndex:
         )
         self.catalog = Catalog(
             ids=[a["id"] for a in self.articles],
+            row_of=self.row_of,
             lang=np.array([a.get("lang") for a in self.articles], dtype=object),
             category=np.array([a.get("category") for a in self.articles], dtype=object),
             published=np.array([epoch(a.get("published")) for a in self.articles], dtype=np.float64),
