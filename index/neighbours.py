@@ -19,10 +19,9 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 import scipy.sparse as sp
-from sklearn.preprocessing import normalize
 
 from index.faiss_index import search
-from index.sparse_pairs import pair_dots
+from index.sparse_kernels import mix_rows, pair_dots
 
 MISSING = -1
 DAY = 86_400.0
@@ -43,26 +42,16 @@ class NeighbourParams:
 
 
 def prune_rows(matrix: sp.csr_matrix, top: int) -> sp.csr_matrix:
-    """Keep each row's `top` largest weights (the rare, telling terms), then re-normalize.
+    """Keep each row's `top` largest weights (the rare, telling terms), L2-normalized again.
 
     Scoring pairs by these signatures costs O(top) per pair instead of O(row length),
     the same trade as Lucene's more-like-this keeping only its best query terms.
     """
     matrix = matrix.tocsr()
-    lengths = np.diff(matrix.indptr)
-    if top <= 0 or lengths.max(initial=0) <= top:
+    if top <= 0 or np.diff(matrix.indptr).max(initial=0) <= top:
         return matrix
-    rows = np.repeat(np.arange(matrix.shape[0]), lengths)
-    order = np.lexsort((-matrix.data, rows))  # by row, then weight descending
-    first = np.repeat(matrix.indptr[:-1], lengths)
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order)) - first
-    keep = rank < top
-    pruned = sp.csr_matrix(
-        (matrix.data[keep], matrix.indices[keep], np.concatenate([[0], np.cumsum(np.minimum(lengths, top))])),
-        shape=matrix.shape,
-    )
-    return pruned.astype(np.float32)
+    no_mix = np.empty((matrix.shape[0], 0), dtype=np.int64)
+    return mix_rows(matrix, matrix, no_mix, no_mix.astype(np.float32), top)
 
 
 def time_proximity(query_time: np.ndarray, candidate_time: np.ndarray, scale_days: float) -> np.ndarray:
@@ -97,14 +86,11 @@ def expand(
     top_terms: int = 0,
 ) -> sp.csr_matrix:
     """Rocchio feedback: each row plus `weight` x the score-weighted mean of its neighbours' rows."""
-    n, m = ids.shape
-    valid = ids >= 0
-    rows = np.repeat(np.arange(n), m)[valid.ravel()]
-    weights = np.clip(scores, 0.0, None)[valid]
-    mix = sp.csr_matrix((weights, (rows, ids[valid])), shape=(n, corpus_sparse.shape[0]), dtype=np.float32)
-    mix = normalize(mix, norm="l1")
-    expanded = normalize((sparse + weight * (mix @ corpus_sparse)).tocsr())
-    return prune_rows(expanded, 2 * top_terms).astype(np.float32)
+    weights = np.where(ids >= 0, np.clip(scores, 0.0, None), 0.0)
+    totals = weights.sum(axis=1, keepdims=True)
+    weights = weight * weights / np.where(totals > 0, totals, 1.0)
+    top = 2 * top_terms if top_terms > 0 else corpus_sparse.shape[1]
+    return mix_rows(sparse, corpus_sparse, ids, weights, top)
 
 
 @dataclass
