@@ -238,27 +238,40 @@ def read_manifest(version_dir: Path) -> Manifest:
     return Manifest(path=version_dir, name=name, data=data)
 
 
-def verify_version(version_dir: Path) -> Manifest:
-    """Check the manifest and the size and sha256 of every file it lists.
+# Files this process already hashed, by identity: (device, inode, size, mtime_ns) -> sha256.
+# Versions share unchanged files through hard links, so a reload after an update
+# re-hashes only what the update wrote.
+_VERIFIED: dict[tuple[int, int, int, int], str] = {}
 
-    Files present but not listed are ignored. Cost is one sequential read of
-    the version; run it before publishing and when the API opens a version.
+
+def verify_version(version_dir: Path, *, checksums: bool = True) -> Manifest:
+    """Check the manifest and the size (and, unless told not to, sha256) of every file it lists.
+
+    Files present but not listed are ignored. Cost is one sequential read of the
+    files this process has not verified before; `checksums=False` is for a version
+    this process has just committed (commit hashed what it wrote).
     """
     manifest = read_manifest(version_dir)
     name = manifest.name
     for fname, entry in manifest.files.items():
         fpath = manifest.path / fname
         try:
-            size = fpath.stat().st_size
+            stat = fpath.stat()
         except FileNotFoundError:
             raise CorruptArtifactError(f"missing file {fname} in version {name}") from None
-        if size != entry["bytes"]:
+        if stat.st_size != entry["bytes"]:
             raise CorruptArtifactError(
                 f"size mismatch for {fname} in version {name}: "
-                f"manifest says {entry['bytes']} bytes, found {size}"
+                f"manifest says {entry['bytes']} bytes, found {stat.st_size}"
             )
+        if not checksums:
+            continue
+        identity = (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+        if _VERIFIED.get(identity) == entry["sha256"]:
+            continue
         if _sha256(fpath) != entry["sha256"]:
             raise CorruptArtifactError(f"checksum mismatch for {fname} in version {name}")
+        _VERIFIED[identity] = entry["sha256"]
     return manifest
 
 
@@ -281,6 +294,7 @@ class VersionWriter:
         self.staging.mkdir()
         self._final: Path | None = None
         self._aborted = False
+        self._known: dict[str, dict[str, Any]] = {}  # linked files whose checksum is already known
 
     def __enter__(self) -> VersionWriter:
         return self
@@ -344,6 +358,16 @@ class VersionWriter:
                 count += 1
         return count
 
+    def link(self, name: str, source: Path, entry: dict[str, Any]) -> None:
+        """Add an unchanged file of another version by hard link (copy where links fail),
+        reusing its manifest entry instead of hashing it again."""
+        target = self.path(name)
+        try:
+            os.link(source, target)
+            self._known[name] = {"sha256": entry["sha256"], "bytes": entry["bytes"]}
+        except OSError:
+            shutil.copyfile(source, target)
+
     def save_index(self, name: str, index: faiss.Index) -> None:
         faiss_index.save_index(index, self.path(name))  # itself temp + rename
 
@@ -368,6 +392,9 @@ class VersionWriter:
             rel = fpath.relative_to(self.staging).as_posix()
             if rel == MANIFEST or any(part.startswith(".") for part in PurePosixPath(rel).parts):
                 fpath.unlink()  # temp file left by an interrupted save; never an artifact
+                continue
+            if rel in self._known and fpath.stat().st_size == self._known[rel]["bytes"]:
+                files[rel] = self._known[rel]
                 continue
             sha, size = _sha256_and_fsync(fpath)
             files[rel] = {"sha256": sha, "bytes": size}
@@ -489,11 +516,15 @@ def _require_own_version(data_dir: Path, version_dir: Path) -> None:
         raise CorruptArtifactError(f"{version_dir.name} is a staging dir, not a committed version")
 
 
-def publish(data_dir: Path, version_dir: Path) -> None:
-    """Verify a committed version, then make it `current` atomically."""
+def publish(data_dir: Path, version_dir: Path, *, checksums: bool = True) -> None:
+    """Verify a committed version, then make it `current` atomically.
+
+    `checksums=False` only for a version this process committed a moment ago:
+    commit hashed every file after writing it, so hashing again proves nothing new.
+    """
     data_dir, version_dir = Path(data_dir), Path(version_dir)
     _require_own_version(data_dir, version_dir)
-    verify_version(version_dir)
+    verify_version(version_dir, checksums=checksums)
     _point_current(data_dir, version_dir)
 
 

@@ -233,7 +233,7 @@ def build(
             }
             version = writer.commit(meta, digest)
         check_gate(gate, version, data_dir)
-        publish(data_dir, version)
+        publish(data_dir, version, checksums=False)  # commit just hashed every file it wrote
         removed = prune(data_dir, config.build.keep)
         stage("write", t)
         for old in removed:

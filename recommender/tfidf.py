@@ -71,7 +71,11 @@ def _count_part(bounds: tuple[int, int]) -> tuple[list[str], sp.csr_matrix]:
     assert _SHARED is not None
     vectorizer, docs = _SHARED
     counter = CountVectorizer(analyzer=vectorizer.analyze, dtype=np.float32)
-    counts = counter.fit_transform(docs[bounds[0] : bounds[1]]).tocsr()
+    part = docs[bounds[0] : bounds[1]]
+    if not any(vectorizer.analyze(doc) for doc in part):
+        # CountVectorizer raises a bare ValueError on an empty vocabulary; fit_transform reports it readably.
+        return [], sp.csr_matrix((len(part), 0), dtype=np.float32)
+    counts = counter.fit_transform(part).tocsr()
     return counter.get_feature_names_out().tolist(), counts
 
 

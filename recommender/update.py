@@ -33,8 +33,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -229,12 +227,8 @@ class ParentVersion:
         return faiss.read_index(str(self._checked("index.faiss")))
 
     def link_into(self, writer: VersionWriter, name: str) -> None:
-        """Unchanged file: hard link (versions are immutable), copy where links are not possible."""
-        target = writer.path(name)
-        try:
-            os.link(self.path / name, target)
-        except OSError:
-            shutil.copyfile(self.path / name, target)
+        """Unchanged file: hard link (versions are immutable) with its known checksum."""
+        writer.link(name, self.path / name, self.manifest.files[name])
 
 
 # --------------------------------------------------------------------------- neighbours
@@ -584,7 +578,7 @@ def update(
             }
             version = writer.commit(meta, update_hash(parent.manifest, source))
         stage("write")
-        publish(data_dir, version)
+        publish(data_dir, version, checksums=False)  # commit just hashed every file it wrote
         stage("publish")
         for old in prune(data_dir, build_config.keep):
             log.info("pruned old version %s", old.name)
