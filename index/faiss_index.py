@@ -111,7 +111,7 @@ def build_index(vectors: np.ndarray, params: IndexParams) -> faiss.Index:
     if n <= params.exact_max:
         index = faiss.IndexFlatIP(d)
     elif params.large == "ivf":
-        nlist = params.nlist or int(4 * np.sqrt(n))
+        nlist = max(1, min(n, params.nlist or int(4 * np.sqrt(n))))
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
         sample = np.random.default_rng(0).choice(n, min(n, nlist * _IVF_TRAIN_PER_CELL), replace=False)
         index.train(x[np.sort(sample)])

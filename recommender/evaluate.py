@@ -363,8 +363,7 @@ class PipelineSystem(System):
 
         import faiss
 
-        from index.neighbours import Queries, query_neighbours
-        from recommender.ranking import QueryContext
+        from index.neighbours import query_neighbours
 
         index = self.index
         catalog = index.catalog
@@ -378,23 +377,10 @@ class PipelineSystem(System):
             return None
         rows = np.array([index.row_of[q] for q in queries])
         params = dataclasses.replace(index.config.neighbours.params(), k=width)
-        ids, scores, _ = query_neighbours(
-            exhaustive,
-            Queries(sparse=catalog.sparse[rows], dense=dense[rows], times=catalog.published[rows], self_ids=rows),
-            params,
-            width=n,
-        )
+        contexts = [index.context(int(row)) for row in rows]
+        ids, scores, _ = query_neighbours(exhaustive, index.queries(contexts, dense[rows]), params, width=n)
         served, exact = [], []
-        for i, (article_id, row) in enumerate(zip(queries, rows)):
-            meta = index.articles[row]
-            ctx = QueryContext(
-                sparse=catalog.sparse[row],
-                lang=meta.get("lang") or index.config.text.default_lang,
-                published=float(catalog.published[row]),
-                row=int(row),
-                url_key=catalog.url_key[row],
-                title_key=catalog.title_key[row],
-            )
+        for i, (article_id, ctx) in enumerate(zip(queries, contexts)):
             items = index.policy.rank(catalog, ctx, self._query(limit=SERVED), ids[i], scores[i])
             exact.append([catalog.ids[item.row] for item in items])
             served.append([d for d, _ in self.related(article_id, SERVED)])

@@ -116,19 +116,33 @@ class RelatedIndex:
         }
 
     # -- queries ----------------------------------------------------------------------------
-    def for_article(self, article_id: str, query: RelatedQuery, policy: Policy | None = None) -> RelatedList:
-        row = self.row_of.get(article_id)
-        if row is None or not self.catalog.alive[row]:
-            raise ArticleNotFoundError(f"article {article_id!r} is not in index version {self.name}")
-        meta = self.articles[row]
-        ctx = QueryContext(
+    def context(self, row: int) -> QueryContext:
+        """What the ranking policy knows of a stored article used as the query."""
+        return QueryContext(
             sparse=self.catalog.sparse[row],
-            lang=meta.get("lang") or self.config.text.default_lang,
+            lang=self.articles[row].get("lang") or self.config.text.default_lang,
             published=float(self.catalog.published[row]),
             row=row,
             url_key=self.catalog.url_key[row],
             title_key=self.catalog.title_key[row],
         )
+
+    def queries(self, contexts: list[QueryContext], dense: np.ndarray) -> Queries:
+        """Neighbour-search input for query contexts, with signatures pruned like the corpus's."""
+        sparse = sp.vstack([c.sparse for c in contexts]).tocsr()
+        rows = [c.row for c in contexts]
+        return Queries(
+            sparse=prune_rows(sparse, self.config.neighbours.signature_terms),
+            dense=np.ascontiguousarray(dense, dtype=np.float32),
+            times=np.array([c.published for c in contexts], dtype=np.float64),
+            self_ids=None if None in rows else np.array(rows),
+        )
+
+    def for_article(self, article_id: str, query: RelatedQuery, policy: Policy | None = None) -> RelatedList:
+        row = self.row_of.get(article_id)
+        if row is None or not self.catalog.alive[row]:
+            raise ArticleNotFoundError(f"article {article_id!r} is not in index version {self.name}")
+        ctx = self.context(row)
         dense = self.dense[row : row + 1]
         return self._serve(article_id, ctx, dense, query, policy or self.policy, self.neighbours[row], self.neighbour_scores[row])
 
@@ -147,11 +161,7 @@ class RelatedIndex:
 
     def _search(self, ctx: QueryContext, dense: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
         params = replace(self.config.neighbours.params(), k=width)
-        queries = Queries(
-            sparse=prune_rows(ctx.sparse, params.signature_terms), dense=dense, times=np.array([ctx.published]),
-            self_ids=None if ctx.row is None else np.array([ctx.row]),
-        )
-        ids, scores, _ = query_neighbours(self.corpus, queries, params, width=width)
+        ids, scores, _ = query_neighbours(self.corpus, self.queries([ctx], dense), params, width=width)
         return ids[0], scores[0]
 
     def _serve(

@@ -50,8 +50,10 @@ def exact(data: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 KINDS = {
     "flat": IndexParams(),
-    "hnsw": IndexParams(exact_max=0),  # force HNSW
+    "hnsw": IndexParams(exact_max=0, large="hnsw"),  # force HNSW
+    "ivf": IndexParams(exact_max=0, large="ivf", nlist=32, nprobe=24),  # force IVF
 }
+INDEX_TYPES = {"flat": faiss.IndexFlatIP, "hnsw": faiss.IndexHNSWFlat, "ivf": faiss.IndexIVFFlat}
 
 
 @pytest.fixture(scope="module", params=sorted(KINDS))
@@ -61,8 +63,7 @@ def built(request: pytest.FixtureRequest, data: np.ndarray) -> tuple[str, faiss.
 
 def test_index_type_follows_exact_max(built: tuple[str, faiss.Index], data: np.ndarray) -> None:
     kind, index = built
-    expected = faiss.IndexFlatIP if kind == "flat" else faiss.IndexHNSWFlat
-    assert isinstance(index, expected)
+    assert isinstance(index, INDEX_TYPES[kind])
     assert index.ntotal == len(data)
     assert index.metric_type == faiss.METRIC_INNER_PRODUCT
     if kind == "hnsw":
@@ -76,7 +77,8 @@ def test_recall_against_exact(built: tuple[str, faiss.Index], queries: np.ndarra
     assert scores.dtype == np.float32 and ids.dtype == np.int64
     assert scores.shape == ids.shape == (len(queries), K)
     recall = recall_at_k(ids, exact[1], K)
-    assert recall >= (0.999 if kind == "flat" else 0.95), recall
+    # Uniform random vectors are IVF's worst case (no cluster structure); real LSA vectors cluster.
+    assert recall >= {"flat": 0.999, "hnsw": 0.95, "ivf": 0.85}[kind], recall
     # scores are sorted descending and are cosine similarities
     assert np.all(np.diff(scores, axis=1) <= 1e-6)
     assert np.all(scores <= 1.0 + 1e-5)
@@ -102,7 +104,7 @@ def test_batching_does_not_change_results(built: tuple[str, faiss.Index], querie
 def test_save_load_round_trip(
     built: tuple[str, faiss.Index], queries: np.ndarray, tmp_path: Path, mmap: bool
 ) -> None:
-    _, index = built
+    kind, index = built
     path = tmp_path / "index.faiss"
     save_index(index, path)
     assert [p.name for p in tmp_path.iterdir()] == ["index.faiss"]  # no temp file left
@@ -113,11 +115,12 @@ def test_save_load_round_trip(
     s2, i2 = search(loaded, queries, K)
     assert np.array_equal(i1, i2)
     np.testing.assert_array_equal(s1, s2)
-    assert is_mmapped(loaded) == (mmap and hasattr(faiss, "IO_FLAG_MMAP_IFC"))
+    # IVF lists are read into memory: only flat codes and HNSW graphs are mapped.
+    assert is_mmapped(loaded) == (mmap and kind != "ivf" and hasattr(faiss, "IO_FLAG_MMAP_IFC"))
 
 
 def test_load_sets_ef_search(tmp_path: Path, data: np.ndarray) -> None:
-    index = build_index(data[:500], IndexParams(exact_max=0, ef_search=40))
+    index = build_index(data[:500], IndexParams(exact_max=0, large="hnsw", ef_search=40))
     save_index(index, tmp_path / "h.faiss")
     for mmap in (True, False):
         assert load_index(tmp_path / "h.faiss", mmap=mmap, ef_search=300).hnsw.efSearch == 300
@@ -225,7 +228,7 @@ def test_recall_at_k_examples() -> None:
 )
 def test_search_shape_property(n: int, k: int, hnsw: bool, seed: int) -> None:
     x = unit_vectors(n, 8, seed=seed)
-    index = build_index(x, IndexParams(exact_max=0 if hnsw else 10**6, hnsw_m=4))
+    index = build_index(x, IndexParams(exact_max=0 if hnsw else 10**6, large="hnsw", hnsw_m=4))
     scores, ids = search(index, x[:3], k)
     kk = min(k, n)
     assert scores.shape == ids.shape == (min(3, n), kk)
