@@ -1,0 +1,96 @@
+"""`create_app(settings)`: assembles settings, the index holder, middleware, error handlers and routers.
+
+Nothing happens at import time; uvicorn calls the factory (`related serve` uses
+`uvicorn.run("api.app:create_app", factory=True)`). The index is loaded by a background
+task once the app starts, so the process answers /healthz (and /readyz 503) while it loads
+and picks up a first version built after start without a restart.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from api.cache import ResponseCache
+from api.errors import install_error_handlers
+from api.holder import IndexHolder
+from api.limits import BodySizeLimitMiddleware
+from api.metrics import Metrics, MetricsMiddleware
+from api.routes import admin, health, related
+from api.settings import Settings
+
+log = logging.getLogger("related.api")
+
+DESCRIPTION = """
+"More like this" lists for news articles, from a TF-IDF + FAISS index built by `related build`.
+
+* `GET /v1/articles/{id}/related`: a stored article's list (cacheable: ETag + Cache-Control).
+* `POST /v1/related`: a list for an unsaved draft.
+* Errors are always JSON: `{"error": {"code": "...", "message": "..."}}`.
+"""
+TAGS = [
+    {"name": "related", "description": "Related-article lists."},
+    {"name": "operations", "description": "Health, readiness, index status and metrics."},
+    {"name": "admin", "description": "Operator actions; need `Authorization: Bearer $RELATED_ADMIN_TOKEN`."},
+]
+
+
+def configure_logging() -> None:
+    """Reload events are INFO; make them visible under uvicorn (which configures only its own loggers)."""
+    logger = logging.getLogger("related.api")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+    if not logging.getLogger().handlers and not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+
+
+def create_app(settings: Settings | None = None, *, holder: IndexHolder | None = None) -> FastAPI:
+    settings = settings or Settings()
+    configure_logging()
+    holder = holder or IndexHolder(settings.data_dir)
+    metrics = Metrics()
+    cache = ResponseCache(settings.response_cache_size)
+    holder.on_swap(cache.clear)
+    holder.on_swap(metrics.index_swapped)
+    holder.on_failure(lambda _message: metrics.reload_failures.inc())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with holder.watching(settings.reload_check_seconds):
+            yield
+
+    app = FastAPI(
+        title="related-articles",
+        version="1",
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.holder = holder
+    app.state.metrics = metrics
+    app.state.cache = cache
+    app.state.cache_control = f"public, max-age={settings.cache_max_age}"
+
+    install_error_handlers(app)
+    for module in (related, health, admin):
+        app.include_router(module.router)
+
+    # add_middleware wraps: the last added runs first (outermost).
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type", "If-None-Match", "Authorization"],
+            expose_headers=["ETag"],
+        )
+    app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,100 @@
+"""Dependencies routes declare in their signatures (`index: IndexDep`); tests may override them.
+
+All are `async def`: FastAPI runs plain `def` dependencies in the thread pool, a thread hop
+per dependency per request, which costs more than everything else these do.
+"""
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, Header, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+
+from api.cache import ResponseCache
+from api.errors import ApiError, no_index_error
+from api.holder import IndexHolder
+from api.metrics import Metrics
+from api.schemas import LIST_OPTIONS, RelatedParams
+from api.settings import Settings
+
+if TYPE_CHECKING:
+    from recommender.related import RelatedIndex
+else:
+    RelatedIndex = Any
+
+
+async def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+async def get_holder(request: Request) -> IndexHolder:
+    return request.app.state.holder
+
+
+async def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+async def get_cache(request: Request) -> ResponseCache:
+    return request.app.state.cache
+
+
+async def get_index(request: Request) -> RelatedIndex:
+    """The index version for this request, grabbed once: a reload mid-request does not affect it."""
+    holder: IndexHolder = request.app.state.holder
+    index = holder.index
+    if index is None:
+        reason = holder.last_reload_error
+        raise no_index_error(f"no index version is loaded: {reason}" if reason else None)
+    return index
+
+
+async def related_params(request: Request) -> RelatedParams:
+    """Query string -> RelatedParams in one pydantic call.
+
+    FastAPI's own query-model parsing inspects every field's annotation on every request and
+    cost more than the rest of a cached GET; this does the same validation (unknown
+    parameters ignored, list options repeatable) with the same 422 error locations. The
+    OpenAPI parameters are declared on the route from the model (schemas.query_parameters).
+    """
+    query = request.query_params
+    raw: dict[str, Any] = {}
+    for key in query.keys():
+        if key in RelatedParams.model_fields:
+            raw[key] = query.getlist(key) if key in LIST_OPTIONS else query[key]
+    try:
+        return RelatedParams.model_validate(raw)
+    except ValidationError as err:
+        raise RequestValidationError(
+            [{"loc": ("query", *e["loc"]), "msg": e["msg"], "type": e["type"]} for e in err.errors()]
+        ) from None
+
+
+async def require_admin(
+    settings: Annotated[Settings, Depends(get_settings)],
+    authorization: Annotated[str | None, Header(description="`Bearer <RELATED_ADMIN_TOKEN>`")] = None,
+) -> None:
+    """404 when no token is configured (the endpoint does not exist), 401 without a bearer token, 403 wrong token."""
+    if settings.admin_token is None:
+        raise ApiError(404, "not_found", "admin endpoints are disabled: set RELATED_ADMIN_TOKEN to enable them")
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(
+            401, "unauthorized", "send `Authorization: Bearer <RELATED_ADMIN_TOKEN>`",
+            headers={"WWW-Authenticate": 'Bearer realm="related-admin"'},
+        )
+    expected = settings.admin_token.get_secret_value().encode()
+    if not hmac.compare_digest(token.encode("utf-8", "surrogateescape"), expected):
+        raise ApiError(403, "forbidden", "wrong admin token")
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+HolderDep = Annotated[IndexHolder, Depends(get_holder)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+CacheDep = Annotated[ResponseCache, Depends(get_cache)]
+IndexDep = Annotated[RelatedIndex, Depends(get_index)]
+RelatedParamsDep = Annotated[RelatedParams, Depends(related_params)]
+AdminDep = Annotated[None, Depends(require_admin)]

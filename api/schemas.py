@@ -1,0 +1,283 @@
+"""Request and response models. Routes declare them so the OpenAPI schema (/docs) is exact."""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from recommender.ranking import RelatedQuery
+
+MAX_LIMIT = 100
+LIST_OPTIONS = frozenset({"exclude", "category", "exclude_category"})
+LANG_RE = re.compile(r"any|[a-z]{2,3}")
+EXAMPLE_VERSION = "20240501T100000123456Z-3f2a9c1b"
+
+
+# -- shared option parsing ----------------------------------------------------------------
+def split_values(value: Any) -> Any:
+    """'a,b' or ['a,b', 'c'] -> ['a', 'b', 'c'] (empty parts dropped); None -> []."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, (list, tuple, set, frozenset)):
+        out: list[Any] = []
+        for part in value:
+            if isinstance(part, str):
+                out.extend(p.strip() for p in part.split(",") if p.strip())
+            else:
+                out.append(part)
+        return out
+    return value
+
+
+def blank_is_none(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def normalize_lang(value: Any) -> Any:
+    value = blank_is_none(value)
+    if isinstance(value, str):
+        value = value.strip().lower()
+        if not LANG_RE.fullmatch(value):
+            raise ValueError("must be `any` or a 2-3 letter language code such as `en`")
+    return value
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)  # naive dates and times are UTC
+    return value
+
+
+class ListOptions(BaseModel):
+    """Options shared by GET /v1/articles/{id}/related and POST /v1/related."""
+
+    limit: int = Field(10, ge=1, le=MAX_LIMIT, description="Number of items (1-100).")
+    exclude: list[str] = Field(
+        default_factory=list, description="Article ids to leave out (comma-separated or repeated)."
+    )
+    category: list[str] = Field(
+        default_factory=list, description="Only these categories (comma-separated or repeated)."
+    )
+    exclude_category: list[str] = Field(
+        default_factory=list, description="Leave out these categories (comma-separated or repeated)."
+    )
+    lang: str | None = Field(
+        None, description="Language of the items: a code such as `de`, or `any`. Default: the query's language."
+    )
+    max_age_days: float | None = Field(
+        None, gt=0, le=36_500, allow_inf_nan=False, description="Only items published within this many days."
+    )
+    since: datetime | None = Field(
+        None, description="Only items published at or after this ISO date or datetime (UTC when no offset)."
+    )
+    explain: bool = Field(False, description="Add `why` (top shared terms) and `score_parts` to each item.")
+
+    _split = field_validator("exclude", "category", "exclude_category", mode="before")(split_values)
+    _lang = field_validator("lang", mode="before")(normalize_lang)
+    _blank = field_validator("max_age_days", "since", mode="before")(blank_is_none)
+
+    @field_validator("since")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        value = as_utc(value)
+        if value is not None:
+            try:
+                value.timestamp()
+            except (OverflowError, ValueError, OSError):
+                raise ValueError("date is out of range") from None
+        return value
+
+    def to_query(self, relative_to: str = "now") -> RelatedQuery:
+        return RelatedQuery(
+            limit=self.limit,
+            exclude=frozenset(self.exclude),
+            categories=frozenset(self.category),
+            exclude_categories=frozenset(self.exclude_category),
+            lang=self.lang,
+            max_age_days=self.max_age_days,
+            since=self.since,
+            relative_to=relative_to,
+            explain=self.explain,
+        )
+
+
+class RelatedParams(ListOptions):
+    """Query parameters of GET /v1/articles/{article_id}/related."""
+
+    relative_to: Literal["now", "article"] = Field(
+        "now", description="What `max_age_days` counts back from: now, or the query article's publication time."
+    )
+
+    def cache_key(self) -> list[Any]:
+        """Everything that changes the answer, in a canonical order (for the ETag)."""
+        return [
+            self.limit, sorted(set(self.exclude)), sorted(set(self.category)), sorted(set(self.exclude_category)),
+            self.lang, self.max_age_days, self.since.timestamp() if self.since else None,
+            self.relative_to if self.max_age_days is not None else "now", self.explain,
+        ]
+
+
+class DraftRequest(ListOptions):
+    """An unsaved article: related items for what an editor is writing."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "title": "Storm floods the harbour district",
+                    "body": "Heavy rain overnight flooded streets near the harbour. The fire brigade ...",
+                    "lang": "en",
+                    "limit": 5,
+                    "exclude": ["a-123"],
+                    "category": ["local"],
+                    "explain": True,
+                }
+            ]
+        }
+    )
+
+    title: str = Field("", max_length=10_000, description="Draft headline.")
+    body: str = Field("", description="Draft text (HTML allowed).")
+
+    @model_validator(mode="after")
+    def _has_text(self) -> DraftRequest:
+        if not (self.title.strip() or self.body.strip()):
+            raise ValueError("at least one of `title` and `body` must be non-empty")
+        return self
+
+
+# -- responses --------------------------------------------------------------------------------
+class RelatedItem(BaseModel):
+    id: str
+    title: str | None = None
+    url: str | None = None
+    published: str | None = Field(None, description="ISO 8601 UTC, as in the corpus.")
+    category: str | None = None
+    lang: str | None = None
+    score: float = Field(description="Relevance after the ranking policy (higher is more related).")
+    why: list[str] | None = Field(None, description="Top shared weighted terms (only with explain=true).")
+    score_parts: dict[str, float] | None = Field(
+        None, description="Score components such as text and freshness (only with explain=true)."
+    )
+
+
+class RelatedResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "article_id": "a-42",
+                    "index_version": EXAMPLE_VERSION,
+                    "fill_reason": None,
+                    "items": [
+                        {
+                            "id": "a-17",
+                            "title": "Harbour flood: clean-up begins",
+                            "url": "https://news.example/a-17",
+                            "published": "2024-05-02T08:00:00Z",
+                            "category": "local",
+                            "lang": "en",
+                            "score": 0.7312,
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    article_id: str | None = Field(description="The query article; null for drafts.")
+    index_version: str = Field(description="Index version that answered (part of the ETag).")
+    fill_reason: str | None = Field(
+        None,
+        description="`wider_search` when filters emptied the precomputed list and a wider search refilled it; "
+        "`exhausted` when even that found fewer than `limit`.",
+    )
+    items: list[RelatedItem]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. article_not_found, invalid_parameter.")
+    message: str = Field(description="Human-readable explanation.")
+    parameter: str | None = Field(None, description="The offending parameter (422 only).")
+    details: list[dict[str, Any]] | None = Field(None, description="Every validation problem (422 only).")
+
+
+class ErrorResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"error": {"code": "article_not_found", "message": "article 'x' is not in index version …"}}]
+        }
+    )
+
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    ready: bool
+    version: str | None = None
+
+
+class IndexInfo(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "ready": True,
+                    "version": EXAMPLE_VERSION,
+                    "articles": 23000,
+                    "dims": 256,
+                    "built_at": "2024-05-01T10:00:00Z",
+                    "index_type": "IndexFlatIP",
+                    "counts": {"articles": 23000, "rejects": 3, "vocabulary": 181234},
+                    "drift": {"articles_since_build": 0, "oov_token_share": 0.0},
+                    "config": {"name": "default"},
+                    "last_reload_at": "2024-05-01T10:00:05Z",
+                    "last_reload_error": None,
+                    "failed_version": None,
+                    "last_check_at": "2024-05-01T10:30:00Z",
+                }
+            ]
+        }
+    )
+
+    ready: bool
+    version: str | None = None
+    articles: int | None = None
+    dims: int | None = None
+    built_at: str | None = None
+    index_type: str | None = None
+    counts: dict[str, Any] | None = None
+    drift: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+    last_reload_at: str | None = Field(None, description="When the served version was loaded (UTC).")
+    last_reload_error: str | None = Field(None, description="Why the newest version was refused, if it was.")
+    failed_version: str | None = Field(None, description="The refused version dir, not retried automatically.")
+    last_check_at: str | None = Field(None, description="Last check of the `current` link.")
+
+
+class ReloadResult(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"reloaded": True, "version": EXAMPLE_VERSION}]})
+
+    reloaded: bool = Field(description="True when a new version was loaded and swapped in.")
+    version: str | None = Field(description="The version now being served.")
+
+
+def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """OpenAPI query parameters for a model parsed by hand (see api.deps.related_params)."""
+    schema = model.model_json_schema()
+    parameters = []
+    for name, prop in schema["properties"].items():
+        spec = {k: v for k, v in prop.items() if k not in ("title", "description")}
+        parameters.append({
+            "name": name, "in": "query", "required": False, "description": prop.get("description", ""),
+            "schema": spec, **({"style": "form", "explode": True} if name in LIST_OPTIONS else {}),
+        })
+    return parameters
