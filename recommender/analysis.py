@@ -73,6 +73,15 @@ class Analyzer:
             stems.update(zip(unknown, self._stemmer.stemWords(unknown)))
         return [stems[w] for w in words]
 
+    def surface_forms(self) -> dict[str, str]:
+        """Stem -> the shortest word seen with that stem, to show "occupied" rather than "occupi"."""
+        forms: dict[str, str] = {}
+        for word, stem in self._stems.items():
+            best = forms.get(stem)
+            if best is None or (len(word), word) < (len(best), best):
+                forms[stem] = word
+        return forms
+
     def terms(self, text: str) -> list[str]:
         words = self.words(text)
         if self.ngram_max < 2:
@@ -89,6 +98,13 @@ class AnalyzerSet:
     def __init__(self, *, stop_words: bool, stemming: bool, ngram_max: int) -> None:
         self._options = dict(stop_words=stop_words, stemming=stemming, ngram_max=ngram_max)
         self._by_lang: dict[str, Analyzer] = {}
+
+    def surface_forms(self) -> dict[str, str]:
+        forms: dict[str, str] = {}
+        for analyzer in self._by_lang.values():
+            for stem, word in analyzer.surface_forms().items():
+                forms.setdefault(stem, word)
+        return forms
 
     def __getitem__(self, lang: str) -> Analyzer:
         analyzer = self._by_lang.get(lang)

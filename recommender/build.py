@@ -124,6 +124,7 @@ def write_version(
 ) -> None:
     terms, arrays = vectorizer.state()
     writer.save_json("vocabulary.json", terms)
+    writer.save_json("display_terms.json", vectorizer.display_)
     for name, array in arrays.items():
         writer.save_array(f"{name}.npy", array)
     save_sparse(writer, "tfidf", sparse)

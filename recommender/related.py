@@ -63,6 +63,8 @@ class RelatedIndex:
         arrays = {name: version.array(f"{name}.npy") for name in ("idf", "svd_components", "svd_columns")}
         self.vectorizer = ArticleVectorizer.from_state(self.config.text, self.config.reduce, terms, arrays)
         self.terms: list[str] = terms
+        # Readable forms ("occupied", not the stem "occupi") for `why`; older versions have none.
+        self.display_terms: list[str] = version.json("display_terms.json") if version.has("display_terms.json") else terms
         self.articles: list[dict] = version.jsonl("articles.jsonl")
         self.row_of: dict[str, int] = {a["id"]: row for row, a in enumerate(self.articles)}
         self.neighbours = version.array("neighbours.npy")
@@ -207,6 +209,8 @@ class RelatedIndex:
             "score": round(item.score, 4),
         }
         if explain:
-            out["why"] = shared_terms(ctx.sparse, self.catalog.sparse[item.row], self.terms, self.config.policy.why_terms)
+            out["why"] = shared_terms(
+                ctx.sparse, self.catalog.sparse[item.row], self.display_terms, self.config.policy.why_terms
+            )
             out["score_parts"] = item.parts
         return out

@@ -67,22 +67,23 @@ def _lsa_components(matrix: sp.csr_matrix, dims: int, n_iter: int, rng: np.rando
 _SHARED: tuple[ArticleVectorizer, Sequence[Document]] | None = None  # inherited by forked workers
 
 
-def _count_part(bounds: tuple[int, int]) -> tuple[list[str], sp.csr_matrix]:
+def _count_part(bounds: tuple[int, int]) -> tuple[list[str], sp.csr_matrix, dict[str, str]]:
     assert _SHARED is not None
     vectorizer, docs = _SHARED
     counter = CountVectorizer(analyzer=vectorizer.analyze, dtype=np.float32)
     part = docs[bounds[0] : bounds[1]]
     if not any(vectorizer.analyze(doc) for doc in part):
         # CountVectorizer raises a bare ValueError on an empty vocabulary; fit_transform reports it readably.
-        return [], sp.csr_matrix((len(part), 0), dtype=np.float32)
+        return [], sp.csr_matrix((len(part), 0), dtype=np.float32), {}
     counts = counter.fit_transform(part).tocsr()
-    return counter.get_feature_names_out().tolist(), counts
+    return counter.get_feature_names_out().tolist(), counts, vectorizer.surface_forms()
 
 
 def count_terms(
     vectorizer: ArticleVectorizer, docs: Sequence[Document], workers: int
-) -> tuple[list[str], sp.csr_matrix]:
-    """Term counts of all documents; analysis (the Python-heavy part) split over forked processes."""
+) -> tuple[list[str], sp.csr_matrix, dict[str, str]]:
+    """Term counts of all documents and the surface form of each stem; analysis (the
+    Python-heavy part) split over forked processes."""
     global _SHARED
     n = len(docs)
     parts = max(1, min(workers, n // PARALLEL_MIN_DOCS))
@@ -98,14 +99,19 @@ def count_terms(
         _SHARED = None
     column: dict[str, int] = {}
     blocks = []
-    for terms, counts in results:
+    forms: dict[str, str] = {}
+    for terms, counts, part_forms in results:
+        for stem, word in part_forms.items():
+            best = forms.get(stem)
+            if best is None or (len(word), word) < (len(best), best):
+                forms[stem] = word
         remap = np.array([column.setdefault(t, len(column)) for t in terms], dtype=np.int32)
         blocks.append((remap[counts.indices] if len(terms) else counts.indices, counts))
     merged = sp.vstack(
         [sp.csr_matrix((c.data, idx, c.indptr), shape=(c.shape[0], len(column))) for idx, c in blocks]
     ).tocsr()
     merged.sum_duplicates()
-    return list(column), merged
+    return list(column), merged, forms
 
 
 class ArticleVectorizer:
@@ -118,6 +124,7 @@ class ArticleVectorizer:
             stop_words=text.stop_words, stemming=text.stemming, ngram_max=text.ngram_max
         )
         self.terms_: list[str] = []
+        self.display_: list[str] = []  # readable form of each term, for explanations
         self.idf_: np.ndarray = np.empty(0, np.float32)
         self.svd_columns_: np.ndarray = np.empty(0, np.int32)
         self.components_: np.ndarray = np.empty((0, 0), np.float32)
@@ -130,6 +137,9 @@ class ArticleVectorizer:
         title = analyzer.terms(doc.title) if doc.title else []
         return title * self.text.title_weight + analyzer.terms(doc.body)
 
+    def surface_forms(self) -> dict[str, str]:
+        return self._analyzers.surface_forms()
+
     def words(self, lang: str, text: str) -> list[str]:
         """Stemmed words of a text, as the vocabulary spells them (for explanations)."""
         return self._analyzers[lang].words(text)
@@ -139,7 +149,7 @@ class ArticleVectorizer:
         """Learn vocabulary, IDF and the LSA projection; `workers` processes share the counting."""
         n = len(docs)
         tiny = n < TINY_CORPUS
-        terms, counts = count_terms(self, docs, workers)
+        terms, counts, forms = count_terms(self, docs, workers)
         df = np.bincount(counts.indices, minlength=len(terms))
         min_df = 1 if tiny else self.text.min_df
         max_df = n if tiny else self.text.max_df * n
@@ -154,6 +164,7 @@ class ArticleVectorizer:
             )
         keep = keep[np.argsort(np.asarray(terms, dtype=object)[keep])]  # alphabetical, like scikit-learn
         self.terms_ = [terms[i] for i in keep]
+        self.display_ = [" ".join(forms.get(word, word) for word in term.split(" ")) for term in self.terms_]
         weighting = TfidfTransformer(sublinear_tf=self.text.sublinear_tf)
         sparse = weighting.fit_transform(counts[:, keep]).astype(np.float32).tocsr()
         self.idf_ = weighting.idf_.astype(np.float32)

@@ -68,7 +68,7 @@ from recommender.tfidf import ArticleVectorizer, Document
 log = logging.getLogger("related.update")
 
 # Fitted state an update reuses as is: hard-linked (or copied) into the new version.
-UNCHANGED = ("vocabulary.json", "idf.npy", "svd_components.npy", "svd_columns.npy")
+UNCHANGED = ("vocabulary.json", "display_terms.json", "idf.npy", "svd_components.npy", "svd_columns.npy")
 # Files an update rewrites. A version holding any other file is refused: an update that does not
 # know a (new) per-article artifact would copy it unchanged and leave it out of step with the rows.
 REWRITTEN = (
