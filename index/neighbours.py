@@ -110,6 +110,18 @@ class Queries:
     dense: np.ndarray
     times: np.ndarray
     self_ids: np.ndarray | None = None  # query i is corpus row self_ids[i]: never its own neighbour
+    expanded: sp.csr_matrix | None = None  # feedback-expanded rows when already known (stored articles)
+
+
+def blend(
+    queries: Queries, corpus: Corpus, params: NeighbourParams, ids: np.ndarray, sparse: np.ndarray, dense: np.ndarray
+) -> np.ndarray:
+    """Sparse/dense blend times the publication-time proximity factor; -inf where ids < 0."""
+    valid = ids >= 0
+    blended = params.sparse_weight * sparse + (1.0 - params.sparse_weight) * np.where(valid, dense, 0.0)
+    proximity = time_proximity(queries.times, corpus.times[np.maximum(ids, 0)], params.time_scale_days)
+    factor = 1.0 - params.time_weight + params.time_weight * proximity
+    return np.where(valid, blended * factor, -np.inf).astype(np.float32)
 
 
 def first_pass(
@@ -123,10 +135,7 @@ def first_pass(
     if queries.self_ids is not None:
         ids = np.where(ids == queries.self_ids[:, None], MISSING, ids)
     sparse_scores = pair_dots(queries.sparse, corpus.sparse, ids)
-    blended = params.sparse_weight * sparse_scores + (1.0 - params.sparse_weight) * dense_scores
-    proximity = time_proximity(queries.times, corpus.times[np.maximum(ids, 0)], params.time_scale_days)
-    factor = 1.0 - params.time_weight + params.time_weight * proximity
-    return ids.astype(np.int64), dense_scores, blended * factor
+    return ids.astype(np.int64), dense_scores, blend(queries, corpus, params, ids, sparse_scores, dense_scores)
 
 
 def rescore(
@@ -136,9 +145,21 @@ def rescore(
     if expanded_queries is None or corpus.expanded is None:
         return first
     sparse_scores = pair_dots(expanded_queries, corpus.expanded, ids)
-    blended = params.sparse_weight * sparse_scores + (1.0 - params.sparse_weight) * dense
-    proximity = time_proximity(queries.times, corpus.times[np.maximum(ids, 0)], params.time_scale_days)
-    return blended * (1.0 - params.time_weight + params.time_weight * proximity)
+    return blend(queries, corpus, params, ids, sparse_scores, dense)
+
+
+def score_candidates(
+    corpus: Corpus, queries: Queries, params: NeighbourParams, ids: np.ndarray, dense_vectors: np.ndarray
+) -> np.ndarray:
+    """Both passes over given candidates [n, c] instead of FAISS's (e.g. the few articles a filter leaves).
+
+    The feedback expansion must come from the query's unfiltered neighbourhood, so pass
+    `queries.expanded` (stored rows, or `query_neighbours`' third result) when feedback is on.
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    dense = np.einsum("ncd,nd->nc", dense_vectors[np.maximum(ids, 0)], queries.dense).astype(np.float32)
+    first = blend(queries, corpus, params, ids, pair_dots(queries.sparse, corpus.sparse, ids), dense)
+    return rescore(corpus, queries, params, ids, dense, first, queries.expanded)
 
 
 def expand_queries(corpus: Corpus, queries: Queries, params: NeighbourParams, ids: np.ndarray, first: np.ndarray) -> sp.csr_matrix | None:
@@ -157,6 +178,7 @@ def subset(queries: Queries, part: slice) -> Queries:
     return Queries(
         sparse=queries.sparse[part], dense=queries.dense[part], times=queries.times[part],
         self_ids=None if queries.self_ids is None else queries.self_ids[part],
+        expanded=None if queries.expanded is None else queries.expanded[part],
     )
 
 
@@ -205,7 +227,7 @@ def query_neighbours(
     for part in batches(n, params.batch_size):
         q = subset(queries, part)
         ids, dense_scores, first = first_pass(corpus, q, params, width or params.candidates)
-        expanded = expand_queries(corpus, q, params, ids, first)
+        expanded = q.expanded if q.expanded is not None else expand_queries(corpus, q, params, ids, first)
         scores = rescore(corpus, q, params, ids, dense_scores, first, expanded)
         out_ids[part], out_scores[part] = top_k(ids, scores, params.k)
         if expanded is not None:

@@ -31,6 +31,7 @@ from recommender.sources import read_source, write_rejects
 from recommender.tfidf import ArticleVectorizer, Document, Vectors
 
 log = logging.getLogger("related.build")
+ARTIFACT_LAYOUT = 3  # bump when the files of a version change meaning: old versions are then rebuilt
 LIBRARIES = ("related-articles", "numpy", "scipy", "scikit-learn", "faiss-cpu")
 
 
@@ -70,7 +71,7 @@ def content_hash(source: Path, config: PipelineConfig) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     digest.update(config.fingerprint().encode())
-    digest.update(library_versions()["related-articles"].encode())
+    digest.update(f"{library_versions()['related-articles']}/{ARTIFACT_LAYOUT}".encode())
     return digest.hexdigest()
 
 

@@ -84,7 +84,7 @@ class PolicyConfig(_Section):
     """Request-time ranking policy applied on the precomputed list."""
 
     same_language: bool = True
-    duplicate_threshold: float = Field(0.99, gt=0.0, le=1.0, description="Cosine above which two items are copies.")
+    duplicate_threshold: float = Field(0.995, gt=0.0, le=1.0, description="Cosine above which two items are copies.")
     duplicate_same_title: bool = Field(True, description="Same normalized title (or same URL) means a copy.")
     freshness_half_life_days: float | None = Field(None, gt=0.0)
     freshness_weight: float = Field(0.2, ge=0.0, le=1.0)
@@ -145,6 +145,6 @@ class PipelineConfig(_Section):
             raise RelatedError(f"invalid {origin}: {problems}") from None
 
     def fingerprint(self) -> str:
-        """Hash of everything that changes the built artifacts (the policy is applied at request time)."""
-        payload = self.model_dump(mode="json", exclude={"name", "policy", "build"})
+        """Hash of everything that changes what a version serves (the policy travels in its manifest)."""
+        payload = self.model_dump(mode="json", exclude={"name", "build"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

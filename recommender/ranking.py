@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from recommender.config import PolicyConfig
 
 DAY = 86_400.0
-SAME_TITLE_MIN_COSINE = 0.95
+SAME_TITLE_MIN_COSINE = 0.98
 ANY_LANGUAGE = "any"
 
 
@@ -90,9 +90,13 @@ class Policy:
         self.config = config
 
     # -- filters ------------------------------------------------------------------------
-    def eligible(self, catalog: Catalog, ctx: QueryContext, query: RelatedQuery, rows: np.ndarray) -> np.ndarray:
+    def eligible(
+        self, catalog: Catalog, ctx: QueryContext, query: RelatedQuery, rows: np.ndarray, scores: np.ndarray | None = None
+    ) -> np.ndarray:
         """Boolean mask over `rows`: alive, not the query, not excluded, language/section/age filters."""
         keep = (rows >= 0) & catalog.alive[np.maximum(rows, 0)]
+        if scores is not None:
+            keep &= scores > 0  # nothing in common is not related, whatever the filters say
         if ctx.row is not None:
             keep &= rows != ctx.row
         if query.exclude:
@@ -233,7 +237,7 @@ class Policy:
         scores: np.ndarray,
     ) -> list[RankedItem]:
         """The list to serve (at most `query.limit` items) from candidates ordered by text score."""
-        mask = self.eligible(catalog, ctx, query, rows)
+        mask = self.eligible(catalog, ctx, query, rows, scores)
         reorders = (
             self.config.freshness_half_life_days is not None
             or self.config.mmr_lambda is not None

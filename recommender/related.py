@@ -14,8 +14,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from index.artifacts import Version, current_version
-from index.errors import NoIndexError
-from index.neighbours import Corpus, Queries, prune_rows, query_neighbours
+from index.errors import CorruptArtifactError, NoIndexError
+from index.neighbours import Corpus, Queries, prune_rows, query_neighbours, score_candidates
 from recommender.analysis import detect_language
 from recommender.config import PipelineConfig, PolicyConfig
 from recommender.errors import ArticleNotFoundError
@@ -39,9 +39,11 @@ def epoch(published: str | None) -> float:
     return datetime.fromisoformat(published.replace("Z", "+00:00")).timestamp()
 
 
-def load_sparse(version: Version, prefix: str, n_terms: int) -> sp.csr_matrix | None:
-    """A CSR matrix saved as three arrays (memory-mapped); None when the version has none."""
+def load_sparse(version: Version, prefix: str, n_terms: int, *, required: bool = True) -> sp.csr_matrix | None:
+    """A CSR matrix saved as three arrays (memory-mapped); None when optional and absent."""
     if not version.has(f"{prefix}_indptr.npy"):
+        if required:
+            raise CorruptArtifactError(f"version {version.name} has no {prefix} arrays: rebuild it")
         return None
     indptr = version.array(f"{prefix}_indptr.npy")
     return sp.csr_matrix(
@@ -89,7 +91,7 @@ class RelatedIndex:
             index=self.faiss,
             sparse=load_sparse(version, "signature", len(terms)),
             times=self.catalog.published,
-            expanded=load_sparse(version, "expanded", len(terms)),
+            expanded=load_sparse(version, "expanded", len(terms), required=False),
             alive=self.catalog.alive,
         )
         self.policy = Policy(self.config.policy)
@@ -133,11 +135,14 @@ class RelatedIndex:
         """Neighbour-search input for query contexts, with signatures pruned like the corpus's."""
         sparse = sp.vstack([c.sparse for c in contexts]).tocsr()
         rows = [c.row for c in contexts]
+        stored = None not in rows
         return Queries(
             sparse=prune_rows(sparse, self.config.neighbours.signature_terms),
             dense=np.ascontiguousarray(dense, dtype=np.float32),
             times=np.array([c.published for c in contexts], dtype=np.float64),
-            self_ids=None if None in rows else np.array(rows),
+            self_ids=np.array(rows) if stored else None,
+            # Stored articles keep the expansion the build gave them, so lists agree across paths.
+            expanded=self.corpus.expanded[rows] if stored and self.corpus.expanded is not None else None,
         )
 
     def for_article(self, article_id: str, query: RelatedQuery, policy: Policy | None = None) -> RelatedList:
@@ -180,22 +185,38 @@ class RelatedIndex:
         items: list[RankedItem] = []
         if rows is not None and scores is not None:
             items = policy.rank(self.catalog, ctx, query, np.asarray(rows), np.asarray(scores))
-        total = self.faiss.ntotal
-        width = max(WIDE_SEARCH_MIN, 20 * query.limit, self.config.neighbours.k * 4)
-        searched = rows is not None
-        while len(items) < query.limit:
-            width = min(width, total)
-            found = policy.rank(self.catalog, ctx, query, *self._search(ctx, dense, width))
-            if searched and len(found) > len(items):
-                fill_reason = "wider_search"
-            items = found
-            searched = True
-            if width >= total:
-                if len(items) < query.limit and rows is not None:
+        if len(items) < query.limit:
+            found = self._wider(ctx, dense, query, policy)
+            if rows is not None:
+                fill_reason = "wider_search" if len(found) > len(items) else None
+                if len(found) < query.limit:
                     fill_reason = "exhausted"
-                break
-            width *= 8
+            items = found if len(found) > len(items) else items
         return RelatedList(article_id, self.name, [self._item(ctx, i, query.explain) for i in items], fill_reason)
+
+    def _wider(self, ctx: QueryContext, dense: np.ndarray, query: RelatedQuery, policy: Policy) -> list[RankedItem]:
+        """Refill a short list: score exactly what the filters leave when that is little, else
+        search FAISS ever wider (a filter that matches nothing never scans the index)."""
+        total = self.faiss.ntotal
+        everyone = np.arange(total)
+        eligible = everyone[policy.eligible(self.catalog, ctx, query, everyone)]
+        width = max(WIDE_SEARCH_MIN, 20 * query.limit, self.config.neighbours.k * 4)
+        if len(eligible) == 0:
+            return []
+        if len(eligible) <= width:
+            params = self.config.neighbours.params()
+            queries = self.queries([ctx], dense)
+            if queries.expanded is None and params.feedback > 0:  # a draft: expand from its unfiltered neighbours
+                queries = replace(queries, expanded=query_neighbours(self.corpus, queries, params)[2])
+            scores = score_candidates(self.corpus, queries, params, eligible[None, :], self.dense)
+            order = np.argsort(-scores[0], kind="stable")
+            return policy.rank(self.catalog, ctx, query, eligible[order], scores[0][order])
+        while True:
+            width = min(width, total)
+            items = policy.rank(self.catalog, ctx, query, *self._search(ctx, dense, width))
+            if len(items) >= query.limit or width >= total:
+                return items
+            width *= 8
 
     def _item(self, ctx: QueryContext, item: RankedItem, explain: bool) -> dict:
         meta = self.articles[item.row]

@@ -1,0 +1,93 @@
+"""Language detection and per-language analysis: stop words, Snowball stemming, tokens."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from recommender.analysis import Analyzer, AnalyzerSet, detect_language, stop_words_for
+
+
+def analyzer(lang: str, *, stop_words: bool = True, stemming: bool = True, ngram_max: int = 1) -> Analyzer:
+    return Analyzer(lang, stop_words=stop_words, stemming=stemming, ngram_max=ngram_max)
+
+
+def test_german_stemming_joins_plural_and_singular():
+    words = analyzer("de").words("Wahlen Wahl")
+    assert len(words) == 2 and words[0] == words[1]
+
+
+def test_english_stemming_joins_plural_and_singular():
+    words = analyzer("en").words("elections election")
+    assert len(words) == 2 and words[0] == words[1]
+
+
+def test_without_stemming_plural_and_singular_stay_apart():
+    assert analyzer("de", stemming=False).words("Wahlen Wahl") == ["wahlen", "wahl"]
+
+
+@pytest.mark.parametrize(
+    ("lang", "text", "content"),
+    [
+        ("en", "The vote and the count were over", {"vote", "count"}),
+        ("de", "Die Wahl und der Rat sind nicht fertig", {"wahl", "rat", "fertig"}),
+        ("fr", "Les élections et le conseil sont terminées", {"élect", "conseil", "termin"}),
+        ("es", "Las elecciones y el consejo de la ciudad", {"eleccion", "consej", "ciud"}),
+        ("it", "Le elezioni e il consiglio della città", {"elezion", "consigl", "citt"}),
+    ],
+)
+def test_stop_words_removed_per_language(lang, text, content):
+    assert set(analyzer(lang).words(text)) == content
+
+
+def test_stop_words_are_per_language():
+    # "die" is a German article but an English content word; "the" is a stop word in English only.
+    assert "die" in stop_words_for("de") and "die" not in stop_words_for("en")
+    assert analyzer("en", stemming=False).words("they will die") == ["die"]
+    assert analyzer("de", stemming=False).words("die Wahl the") == ["wahl", "the"]
+
+
+def test_french_elision_is_split_off():
+    assert analyzer("fr", stemming=False).words("l'armée dell'") == ["armée"]
+    assert analyzer("it", stemming=False).words("dell'Italia") == ["italia"]
+
+
+def test_numbers_alone_are_not_tokens():
+    assert analyzer("en", stemming=False).words("2024 budget 15 g7") == ["budget", "g7"]
+
+
+def test_bigrams_follow_the_unigrams():
+    terms = analyzer("en", ngram_max=2).terms("north korean troops")
+    assert terms == ["north", "korean", "troop", "north korean", "korean troop"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Die Bundesregierung hat am Montag beschlossen, die Steuern für kleine Unternehmen zu senken.", "de"),
+        ("The government decided on Monday to cut taxes for small businesses across the country.", "en"),
+        ("Le gouvernement a décidé lundi de réduire les impôts des petites entreprises du pays.", "fr"),
+    ],
+)
+def test_detect_language(text, expected):
+    assert detect_language(text, default="it") == expected
+
+
+def test_detect_language_falls_back_on_short_text():
+    assert detect_language("Wahl", default="it") == "it"
+
+
+def test_unknown_language_gets_no_stemming_but_still_tokens():
+    assert AnalyzerSet(stop_words=True, stemming=True, ngram_max=1)["xx"].words("Elections Wahlen") == [
+        "elections", "wahlen",
+    ]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=st.text(max_size=200), lang=st.sampled_from(["en", "de", "fr", "es", "it", "xx"]))
+def test_analyzer_never_raises_and_returns_lowercase_unigrams(text, lang):
+    tokens = analyzer(lang).terms(text)
+    assert isinstance(tokens, list)
+    for token in tokens:
+        assert token and not any(c.isspace() for c in token)
+        assert token == token.lower()

@@ -1,0 +1,87 @@
+"""Issue 3: the embedded demo corpus recommends within the story, and the North Korea scenario holds."""
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+import pytest
+
+from recommender.build import build
+from recommender.config import PipelineConfig
+from recommender.ranking import RelatedQuery
+from recommender.related import RelatedIndex
+from tests.corpora import DEMO_ARTICLES, DEMO_LABELS, load_jsonl
+
+NK_QUERY = "nk-ukraine-en-1"
+NK_STORY = "nk-troops-ukraine"
+DISTRACTORS = {"care-home-death", "iran-drone-tanker", "spring-beer-festival-prices"}
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory) -> RelatedIndex:
+    """The demo corpus built with the default configuration, as `make run` serves it."""
+    data_dir = tmp_path_factory.mktemp("demo") / "data"
+    build(DEMO_ARTICLES, data_dir, PipelineConfig())
+    return RelatedIndex.open(data_dir)
+
+
+@pytest.fixture(scope="session")
+def story_of() -> dict[str, str | None]:
+    return {label["id"]: label["story"] for label in load_jsonl(DEMO_LABELS)}
+
+
+def test_demo_corpus_is_what_its_readme_says(demo, story_of):
+    articles = load_jsonl(DEMO_ARTICLES)
+    assert len(articles) == 191 and [a["id"] for a in articles] == list(story_of)
+    assert len({s for s in story_of.values() if s}) == 44
+    assert Counter(a["lang"] for a in articles) == {"en": 121, "de": 58, "fr": 4, "es": 4, "it": 4}
+    assert demo.size == 191
+
+
+def test_every_story_gets_two_of_its_own_in_the_top_three(demo, story_of):
+    members: dict[str, list[str]] = defaultdict(list)
+    for article_id, story in story_of.items():
+        if story:
+            members[story].append(article_id)
+    stories = {story: ids for story, ids in members.items() if len(ids) >= 3}
+    failures: dict[str, list[str]] = {}
+    queries = passed_queries = 0
+    for story, ids in sorted(stories.items()):
+        for article_id in ids:
+            top = [item["id"] for item in demo.for_article(article_id, RelatedQuery()).items[:3]]
+            queries += 1
+            if sum(story_of[i] == story for i in top) >= 2:
+                passed_queries += 1
+            else:
+                failures.setdefault(story, []).append(f"{article_id} -> {[story_of[i] for i in top]}")
+    passed = len(stories) - len(failures)
+    print(f"\ndemo 2-of-top-3: {passed}/{len(stories)} stories pass ({passed / len(stories):.1%}); "
+          f"{passed_queries}/{queries} article queries pass ({passed_queries / queries:.1%})")
+    for story, lines in failures.items():
+        print(f"  FAIL {story}: " + "; ".join(lines))
+    assert not failures, f"{len(failures)} stories fail: " + "; ".join(
+        f"{story}: {', '.join(lines)}" for story, lines in failures.items()
+    )
+
+
+def test_north_korea_story_comes_first_without_distractors(demo, story_of):
+    result = demo.for_article(NK_QUERY, RelatedQuery(limit=10, explain=True))
+    stories = [story_of[item["id"]] for item in result.items]
+    assert story_of[NK_QUERY] == NK_STORY
+    own = stories.count(NK_STORY)
+    assert own >= 3 and stories[:own] == [NK_STORY] * own  # same-story articles first
+    assert not DISTRACTORS & set(stories[:5])
+    assert all(item["why"] for item in result.items)
+    assert {"north", "korean"} <= set(result.items[0]["why"])
+
+
+def test_north_korea_distractors_stay_out_in_any_language(demo, story_of):
+    result = demo.for_article(NK_QUERY, RelatedQuery(limit=5, lang="any"))
+    assert not DISTRACTORS & {story_of[item["id"]] for item in result.items}
+
+
+def test_german_demo_articles_get_german_neighbours(demo):
+    german = [a["id"] for a in demo.articles if a["lang"] == "de"]
+    assert len(german) == 58
+    for article_id in german:
+        langs = {item["lang"] for item in demo.for_article(article_id, RelatedQuery(limit=5)).items}
+        assert langs == {"de"}, article_id

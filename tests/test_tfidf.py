@@ -1,0 +1,112 @@
+"""ArticleVectorizer: title boost, fit/transform agreement, state round trip, LSA, parallel counting."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import recommender.tfidf as tfidf
+from recommender.config import ReduceConfig, TextConfig
+from recommender.errors import RelatedError
+from recommender.tfidf import ArticleVectorizer, Document, count_terms, lsa_components
+from tests.corpora import stories
+
+TEXT = TextConfig()
+REDUCE = ReduceConfig(dims=8)
+
+
+def docs_of(records: list[dict]) -> list[Document]:
+    return [Document(lang=r["lang"], title=r["title"], body=r["body"]) for r in records]
+
+
+@pytest.fixture(scope="module")
+def docs() -> list[Document]:
+    return docs_of(stories(size=4))  # 32 articles: above the tiny-corpus threshold, so min_df applies
+
+
+@pytest.fixture(scope="module")
+def fitted(docs):
+    vectorizer = ArticleVectorizer(TEXT, REDUCE)
+    return vectorizer, vectorizer.fit_transform(docs)
+
+
+def weight(vectorizer: ArticleVectorizer, row: sp.csr_matrix, word: str) -> float:
+    return float(row[0, vectorizer.terms_.index(word)])
+
+
+def test_term_only_in_title_weighs_more_than_only_in_body():
+    filler = [Document("en", f"Harbour story {w}", f"harbour ferry quay {w} tide") for w in ("gull", "crab", "kelp")]
+    in_title = Document("en", "Zeppelin harbour", "ferry quay tide")
+    in_body = Document("en", "Harbour", "zeppelin ferry quay tide")
+    vectorizer = ArticleVectorizer(TEXT, REDUCE)
+    sparse = vectorizer.fit_transform([in_title, in_body, *filler]).sparse
+    assert weight(vectorizer, sparse[0], "zeppelin") > weight(vectorizer, sparse[1], "zeppelin")
+
+
+def test_rows_are_l2_normalized_float32(fitted):
+    _, vectors = fitted
+    assert vectors.sparse.dtype == np.float32 and vectors.dense.dtype == np.float32
+    np.testing.assert_allclose(sp.linalg.norm(vectors.sparse, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(vectors.dense, axis=1), 1.0, atol=1e-5)
+    assert vectors.dense.shape == (vectors.sparse.shape[0], REDUCE.dims)
+
+
+def test_vocabulary_drops_rare_and_ubiquitous_terms(fitted, docs):
+    vectorizer, _ = fitted
+    assert vectorizer.terms_ == sorted(vectorizer.terms_)
+    analyzed = [set(vectorizer.analyze(d)) for d in docs]
+    for term in vectorizer.terms_:
+        df = sum(term in terms for terms in analyzed)
+        assert 2 <= df <= 0.5 * len(docs)
+
+
+def test_transform_after_state_round_trip_equals_fit_transform(fitted, docs):
+    vectorizer, vectors = fitted
+    terms, arrays = vectorizer.state()
+    restored = ArticleVectorizer.from_state(TEXT, REDUCE, list(terms), {k: np.array(v) for k, v in arrays.items()})
+    again = restored.transform(docs[:5])
+    for i in range(5):
+        a, b = again.sparse[i], vectors.sparse[i]
+        assert float(a.multiply(b).sum()) == pytest.approx(1.0, abs=1e-5)
+        assert float(again.dense[i] @ vectors.dense[i]) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_transform_unseen_text_ignores_unknown_words(fitted):
+    vectorizer, _ = fitted
+    vectors = vectorizer.transform([Document("en", "Zzyzx qwertyuiop", "flood levee sandbags")])
+    assert vectors.sparse.nnz == 3  # the known stems of flood, levee, sandbags
+
+
+def test_transform_before_fit_raises():
+    with pytest.raises(RuntimeError):
+        ArticleVectorizer(TEXT, REDUCE).transform([Document("en", "a", "b")])
+
+
+def test_no_vocabulary_is_a_related_error():
+    docs = [Document("en", "the", "and of")] * 3
+    with pytest.raises(RelatedError, match="vocabulary"):
+        ArticleVectorizer(TEXT, REDUCE).fit_transform(docs)
+
+
+def test_lsa_components_span_the_top_singular_vectors():
+    rng = np.random.default_rng(0)
+    basis = rng.standard_normal((60, 4)) * np.array([8.0, 5.0, 3.0, 2.0])
+    matrix = sp.csr_matrix((basis @ rng.standard_normal((4, 40)) + 0.01 * rng.standard_normal((60, 40))).astype(np.float32))
+    components = lsa_components(matrix, 3, 3, np.random.default_rng(1))
+    assert components.shape == (3, 40) and components.dtype == np.float32
+    _, _, vt = np.linalg.svd(matrix.toarray(), full_matrices=False)
+    for i in range(3):
+        assert abs(float(components[i] @ vt[i])) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_parallel_counting_equals_single_process(monkeypatch, docs):
+    vectorizer = ArticleVectorizer(TEXT, REDUCE)
+    terms_1, counts_1, *_ = count_terms(vectorizer, docs, workers=1)
+    monkeypatch.setattr(tfidf, "PARALLEL_MIN_DOCS", 8)
+    terms_2, counts_2, *_ = count_terms(vectorizer, docs, workers=2)
+
+    def as_dicts(terms, counts):
+        return [{terms[j]: v for j, v in zip(counts[i].indices, counts[i].data)} for i in range(counts.shape[0])]
+
+    assert sorted(terms_1) == sorted(terms_2)
+    assert as_dicts(terms_1, counts_1) == as_dicts(terms_2, counts_2)
