@@ -50,7 +50,7 @@ class IndexParams:
     ef_construction: int = 80
     ef_search: int = 128
     nlist: int = 0  # IVF cells; 0 = 4 * sqrt(N)
-    nprobe: int = 24
+    nprobe: int = 16
 
     def __post_init__(self) -> None:
         if self.exact_max < 0:

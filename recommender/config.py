@@ -61,17 +61,18 @@ class IndexConfig(_Section):
     ef_construction: int = Field(80, ge=8)
     ef_search: int = Field(128, ge=8)
     nlist: int = Field(0, ge=0, description="IVF cells (0 = 4 x sqrt(N)).")
-    nprobe: int = Field(24, ge=1, description="IVF cells searched per query.")
+    nprobe: int = Field(16, ge=1, description="IVF cells searched per query.")
 
 
 class NeighbourConfig(_Section):
     """Precomputed neighbour lists: FAISS candidates re-ranked by exact sparse similarity."""
 
     k: int = Field(50, ge=1, le=1000, description="Neighbours stored per article.")
-    candidates: int = Field(200, ge=1, description="FAISS candidates re-ranked per article.")
+    candidates: int = Field(300, ge=1, description="FAISS candidates re-ranked per article.")
     sparse_weight: float = Field(1.0, ge=0.0, le=1.0, description="Blend: weight of exact sparse cosine vs dense.")
     feedback: int = Field(5, ge=0, le=50, description="Pseudo-relevance feedback: neighbours folded in (0 = off).")
     feedback_weight: float = Field(1.0, ge=0.0, le=10.0)
+    feedback_mix: float = Field(1.0, ge=0.0, le=1.0, description="Share of the score from the expanded pass.")
     time_weight: float = Field(0.3, ge=0.0, le=1.0, description="Share of the score that depends on date proximity.")
     time_scale_days: float = Field(14.0, gt=0.0, description="Proximity exp(-days/scale).")
     signature_terms: int = Field(128, ge=0, description="Top-weighted terms per article used for scoring (0 = all).")
