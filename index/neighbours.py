@@ -35,7 +35,6 @@ class NeighbourParams:
     sparse_weight: float = 1.0
     feedback: int = 5  # neighbours folded into the expanded row; 0 disables the second pass
     feedback_weight: float = 1.0
-    feedback_mix: float = 1.0  # share of the final score from the expanded (second) pass
     time_weight: float = 0.3
     time_scale_days: float = 14.0
     signature_terms: int = 128  # terms per row kept for pair scoring; 0 keeps all
@@ -145,10 +144,7 @@ def rescore(
 ) -> np.ndarray:
     if expanded_queries is None or corpus.expanded is None:
         return first
-    second = blend(queries, corpus, params, ids, pair_dots(expanded_queries, corpus.expanded, ids), dense)
-    if params.feedback_mix >= 1.0:
-        return second
-    return params.feedback_mix * second + (1.0 - params.feedback_mix) * first
+    return blend(queries, corpus, params, ids, pair_dots(expanded_queries, corpus.expanded, ids), dense)
 
 
 def score_candidates(

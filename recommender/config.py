@@ -72,7 +72,6 @@ class NeighbourConfig(_Section):
     sparse_weight: float = Field(1.0, ge=0.0, le=1.0, description="Blend: weight of exact sparse cosine vs dense.")
     feedback: int = Field(5, ge=0, le=50, description="Pseudo-relevance feedback: neighbours folded in (0 = off).")
     feedback_weight: float = Field(1.0, ge=0.0, le=10.0)
-    feedback_mix: float = Field(1.0, ge=0.0, le=1.0, description="Share of the score from the expanded pass.")
     time_weight: float = Field(0.3, ge=0.0, le=1.0, description="Share of the score that depends on date proximity.")
     time_scale_days: float = Field(14.0, gt=0.0, description="Proximity exp(-days/scale).")
     signature_terms: int = Field(128, ge=0, description="Top-weighted terms per article used for scoring (0 = all).")
