@@ -207,7 +207,7 @@ def info(data_dir: Path, as_json: bool) -> None:
             f"drift:      {drift.get('updates_since_build', 0)} updates since full build {drift['base_version']}: "
             f"new articles {drift.get('new_share', 0.0):.1%}, out-of-vocabulary tokens {drift.get('oov_token_share', 0.0):.1%}"
         )
-    build_config = PipelineConfig.from_dict(details.get("config") or {}, origin="manifest").build
+    build_config = PipelineConfig.from_manifest(details.get("config") or {}, origin="manifest").build
     reasons = drift_advice(drift, build_config)
     click.echo("rebuild:    " + ("recommended: " + "; ".join(reasons) if reasons else "not needed"))
 

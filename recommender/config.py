@@ -144,6 +144,21 @@ class PipelineConfig(_Section):
             )
             raise RelatedError(f"invalid {origin}: {problems}") from None
 
+    @classmethod
+    def from_manifest(cls, raw: dict[str, Any], origin: str) -> PipelineConfig:
+        """A stored version's config; fields this code does not know (written by another
+        release) are dropped rather than making the version unreadable."""
+        known: dict[str, Any] = {}
+        for key, value in raw.items():
+            field = cls.model_fields.get(key)
+            if field is None:
+                continue
+            section = field.annotation
+            if isinstance(value, dict) and isinstance(section, type) and issubclass(section, BaseModel):
+                value = {k: v for k, v in value.items() if k in section.model_fields}
+            known[key] = value
+        return cls.from_dict(known, origin=origin)
+
     def fingerprint(self) -> str:
         """Hash of everything that changes what a version serves (the policy travels in its manifest)."""
         payload = self.model_dump(mode="json", exclude={"name", "build"})

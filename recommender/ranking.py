@@ -53,6 +53,14 @@ class Catalog:
     title_key: list[str]
     sparse: sp.csr_matrix
 
+    def __post_init__(self) -> None:
+        # Small integer codes: comparing 100k of them is ~50x faster than comparing strings.
+        self._codes: dict[object, int] = {}
+        self.lang_codes = np.array([self._codes.setdefault(x, len(self._codes)) for x in self.lang], dtype=np.int32)
+
+    def lang_code(self, lang: str) -> int:
+        return self._codes.get(lang, -1)
+
     @staticmethod
     def normalize_title(title: str) -> str:
         folded = unicodedata.normalize("NFKD", title).casefold()
@@ -105,7 +113,7 @@ class Policy:
         lang = query.lang or (ctx.lang if self.config.same_language else ANY_LANGUAGE)
         safe = np.maximum(rows, 0)
         if lang != ANY_LANGUAGE:
-            keep &= catalog.lang[safe] == lang
+            keep &= catalog.lang_codes[safe] == catalog.lang_code(lang)
         if query.categories:
             keep &= np.isin(catalog.category[safe], list(query.categories))
         if query.exclude_categories:

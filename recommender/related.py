@@ -60,7 +60,7 @@ class RelatedIndex:
         self.version = version
         self.manifest = version.manifest.data
         self.name = version.manifest.name
-        self.config = PipelineConfig.from_dict(self.manifest["config"], origin=f"manifest of {self.name}")
+        self.config = PipelineConfig.from_manifest(self.manifest["config"], origin=f"manifest of {self.name}")
         terms = version.json("vocabulary.json")
         arrays = {name: version.array(f"{name}.npy") for name in ("idf", "svd_components", "svd_columns")}
         self.vectorizer = ArticleVectorizer.from_state(self.config.text, self.config.reduce, terms, arrays)

@@ -128,6 +128,7 @@ class ArticleVectorizer:
         self.idf_: np.ndarray = np.empty(0, np.float32)
         self.svd_columns_: np.ndarray = np.empty(0, np.int32)
         self.components_: np.ndarray = np.empty((0, 0), np.float32)
+        self._projection: np.ndarray | None = None  # components_.T, C-contiguous
         self._counter: CountVectorizer | None = None
         self._weighting: TfidfTransformer | None = None
 
@@ -181,7 +182,12 @@ class ArticleVectorizer:
 
     def project(self, sparse: sp.csr_matrix) -> np.ndarray:
         """Dense LSA vectors: SVD projection of the most frequent terms, L2-normalized."""
-        dense = np.asarray(sparse[:, self.svd_columns_] @ self.components_.T, dtype=np.float32)
+        return self._project(sparse[:, self.svd_columns_])
+
+    def _project(self, reduced: sp.csr_matrix) -> np.ndarray:
+        if self._projection is None:
+            self._projection = np.ascontiguousarray(self.components_.T)  # scipy would copy a transposed view per call
+        dense = np.asarray(reduced @ self._projection, dtype=np.float32)
         return np.ascontiguousarray(normalize(dense), dtype=np.float32)
 
     def _make_transformers(self) -> None:
@@ -204,8 +210,8 @@ class ArticleVectorizer:
             sample = reduced[np.sort(rng.choice(n, self.reduce.svd_fit_sample, replace=False))]
         dims = max(1, min(self.reduce.dims, sample.shape[0] - 1, keep - 1))
         self.components_ = lsa_components(sample, dims, self.reduce.n_iter, rng)
-        dense = np.asarray(reduced @ self.components_.T, dtype=np.float32)
-        return np.ascontiguousarray(normalize(dense), dtype=np.float32)
+        self._projection = None
+        return self._project(reduced)
 
     # -- persistence ---------------------------------------------------------------------
     def state(self) -> tuple[list[str], dict[str, np.ndarray]]:

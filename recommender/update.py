@@ -386,7 +386,7 @@ def update(
                 f"version {parent.name} has files `related update` does not know how to extend "
                 f"({', '.join(unknown)}): run a full `related build`"
             )
-        config = PipelineConfig.from_dict(parent.manifest.data["config"], origin=f"manifest of {parent.name}")
+        config = PipelineConfig.from_manifest(parent.manifest.data["config"], origin=f"manifest of {parent.name}")
         build_config = build_config or config.build
         params = config.neighbours.params()
         report = UpdateReport(version=None, parent=parent.name)
