@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from index.faiss_index import search
-from index.sparse_kernels import mix_rows, pair_dots
+from index.sparse_kernels import mix_rows, pair_dots, row_top
 
 MISSING = -1
 DAY = 86_400.0
@@ -38,6 +38,9 @@ class NeighbourParams:
     time_weight: float = 0.3
     time_scale_days: float = 14.0
     signature_terms: int = 128  # terms per row kept for pair scoring; 0 keeps all
+    rare_candidates: int = 100  # extra candidates sharing a query's rarest terms (0 = FAISS only)
+    rare_terms: int = 8  # query terms used to find them
+    rare_max_df: float = 0.01  # only terms in at most this share of articles
     batch_size: int = 512
 
 
@@ -102,6 +105,13 @@ class Corpus:
     times: np.ndarray  # float64 epoch seconds, NaN unknown
     expanded: sp.csr_matrix | None = None  # second-pass rows; None until computed
     alive: np.ndarray | None = None
+    dense: np.ndarray | None = None  # the vectors FAISS holds (scores for candidates it did not return)
+    postings: sp.csr_matrix | None = None  # signatures transposed [V, N], built on first use
+
+    def term_postings(self) -> sp.csr_matrix:
+        if self.postings is None:
+            self.postings = self.sparse.T.tocsr()
+        return self.postings
 
 
 @dataclass
@@ -124,12 +134,47 @@ def blend(
     return np.where(valid, blended * factor, -np.inf).astype(np.float32)
 
 
+def rare_term_candidates(corpus: Corpus, queries: Queries, params: NeighbourParams) -> np.ndarray:
+    """Articles sharing the queries' rarest telling terms ([n, rare_candidates], -1 padded).
+
+    LSA blurs the rare names that hold a story together (and short, headline-only items
+    have poor dense vectors), so candidates also come from the postings of each query's
+    `rare_terms` heaviest terms that occur in at most `rare_max_df` of the articles.
+    """
+    postings = corpus.term_postings()
+    df = np.diff(postings.indptr)
+    rare = df <= max(2, params.rare_max_df * corpus.sparse.shape[0])
+    picked = queries.sparse.multiply(rare[None, :].astype(np.float32)).tocsr()
+    picked = prune_rows(picked, params.rare_terms)
+    overlap = (picked @ postings).tocsr()  # [n, N] partial dot products over those terms
+    exclude = queries.self_ids if queries.self_ids is not None else None
+    return row_top(overlap, params.rare_candidates, exclude)
+
+
+def merge_candidates(ids: np.ndarray, extra: np.ndarray) -> np.ndarray:
+    """FAISS ids then extra ids, each id once per row (-1 where repeated)."""
+    merged = np.concatenate([ids, extra], axis=1)
+    order = np.argsort(merged, axis=1, kind="stable")
+    ordered = np.take_along_axis(merged, order, axis=1)
+    repeated = np.zeros_like(merged, dtype=bool)
+    repeated[:, 1:] = (ordered[:, 1:] == ordered[:, :-1]) & (ordered[:, 1:] >= 0)
+    mask = np.empty_like(repeated)
+    np.put_along_axis(mask, order, repeated, axis=1)
+    return np.where(mask, MISSING, merged)
+
+
 def first_pass(
     corpus: Corpus, queries: Queries, params: NeighbourParams, width: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """FAISS candidates [n, c] with their dense scores and blended first-pass scores."""
+    """Candidates [n, c] (FAISS, plus rare-term ones) with dense and blended first-pass scores."""
     c = min(width + 1, corpus.index.ntotal)
     dense_scores, ids = search(corpus.index, queries.dense, c)
+    if params.rare_candidates > 0 and corpus.dense is not None:
+        extra = rare_term_candidates(corpus, queries, params)
+        ids = merge_candidates(ids, extra)
+        tail = ids[:, c:]
+        extra_dense = np.einsum("ncd,nd->nc", corpus.dense[np.maximum(tail, 0)], queries.dense)
+        dense_scores = np.concatenate([dense_scores, extra_dense.astype(np.float32)], axis=1)
     if corpus.alive is not None:
         ids = np.where((ids >= 0) & corpus.alive[np.maximum(ids, 0)], ids, MISSING)
     if queries.self_ids is not None:

@@ -92,7 +92,9 @@ def compute_neighbours(
     index, vectors: Vectors, times: np.ndarray, config: PipelineConfig, progress: Callable[[int], object] | None = None
 ) -> tuple[Corpus, np.ndarray, np.ndarray]:
     params = config.neighbours.params()
-    corpus = Corpus(index=index, sparse=prune_rows(vectors.sparse, params.signature_terms), times=times)
+    corpus = Corpus(
+        index=index, sparse=prune_rows(vectors.sparse, params.signature_terms), times=times, dense=vectors.dense
+    )
     ids, scores = build_neighbours(corpus, params, vectors.dense, progress=progress)
     return corpus, ids, scores
 

@@ -93,6 +93,7 @@ class RelatedIndex:
             times=self.catalog.published,
             expanded=load_sparse(version, "expanded", len(terms), required=False),
             alive=self.catalog.alive,
+            dense=self.dense,
         )
         self.policy = Policy(self.config.policy)
 

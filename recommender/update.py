@@ -478,7 +478,7 @@ def update(
             add_vectors(index, new_dense)
         times = publication_times(rows)
         expanded = parent.sparse("expanded", len(terms))
-        corpus = Corpus(index=index, sparse=signature, times=times, expanded=expanded, alive=alive)
+        corpus = Corpus(index=index, sparse=signature, times=times, expanded=expanded, alive=alive, dense=dense)
         lists = Lists(parent.array("neighbours.npy").copy(), parent.array("neighbour_scores.npy").copy())
         stage("load")
 
