@@ -173,7 +173,9 @@ def first_pass(
         extra = rare_term_candidates(corpus, queries, params)
         ids = merge_candidates(ids, extra)
         tail = ids[:, c:]
-        extra_dense = np.einsum("ncd,nd->nc", corpus.dense[np.maximum(tail, 0)], queries.dense)
+        extra_dense = np.zeros(tail.shape, dtype=np.float32)
+        if params.sparse_weight < 1.0:  # the dense score only matters when it is blended in
+            extra_dense = np.einsum("ncd,nd->nc", corpus.dense[np.maximum(tail, 0)], queries.dense)
         dense_scores = np.concatenate([dense_scores, extra_dense.astype(np.float32)], axis=1)
     if corpus.alive is not None:
         ids = np.where((ids >= 0) & corpus.alive[np.maximum(ids, 0)], ids, MISSING)
