@@ -68,8 +68,9 @@ async def related_to_article(
         return Response(status_code=304, headers=headers)
     body = cache.get(etag)
     if body is None:
-        # Cache misses run in the thread pool: numpy/scipy/FAISS work stays off the event loop.
-        result = await run_in_threadpool(index.for_article, article_id, params.to_query(params.relative_to))
+        # A precomputed list is ~1 ms of work: done inline. Handing it to the thread pool cost more
+        # than the work itself (GIL hand-offs between 16+ threads; benchmarks/api_throughput.py).
+        result = index.for_article(article_id, params.to_query(params.relative_to))
         body = render(result)
         cache.put(etag, body)
     return Response(body, media_type=JSON, headers=headers)
