@@ -1,12 +1,13 @@
 """Related lists: for a stored article (GET, cacheable) and for an unsaved draft (POST)."""
 from __future__ import annotations
 
+import asyncio
 import logging
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from pydantic_core import to_json
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from api.cache import etag_for, etag_matches
@@ -68,9 +69,11 @@ async def related_to_article(
         return Response(status_code=304, headers=headers)
     body = cache.get(etag)
     if body is None:
-        # A precomputed list is ~1 ms of work: done inline. Handing it to the thread pool cost more
-        # than the work itself (GIL hand-offs between 16+ threads; benchmarks/api_throughput.py).
-        result = index.for_article(article_id, params.to_query(params.relative_to))
+        # Off the event loop, on the app's small ranking pool (see create_app).
+        query = params.to_query(params.relative_to)
+        result = await asyncio.get_running_loop().run_in_executor(
+            state.ranker, partial(index.for_article, article_id, query)
+        )
         body = render(result)
         cache.put(etag, body)
     return Response(body, media_type=JSON, headers=headers)
@@ -87,7 +90,7 @@ async def related_to_article(
     ),
     responses={422: ERRORS[422], 503: ERRORS[503], 413: {"model": ErrorResponse, "description": "`payload_too_large`"}},
 )
-async def related_to_draft(draft: DraftRequest, index: IndexDep) -> Response:
+async def related_to_draft(request: Request, draft: DraftRequest, index: IndexDep) -> Response:
     lang = draft.lang if draft.lang != "any" else None
     languages = index.config.text.languages
     if lang is not None and lang not in languages:
@@ -96,5 +99,7 @@ async def related_to_draft(draft: DraftRequest, index: IndexDep) -> Response:
             extra={"parameter": "body.lang"},
         )
     query = draft.to_query()
-    result = await run_in_threadpool(index.for_draft, draft.title, draft.body, lang, query)
+    result = await asyncio.get_running_loop().run_in_executor(
+        request.app.state.ranker, partial(index.for_draft, draft.title, draft.body, lang, query)
+    )
     return Response(render(result), media_type=JSON, headers={"Cache-Control": "no-store"})
