@@ -497,16 +497,17 @@ def test_reload_switches_versions_while_in_flight_requests_finish_on_old(tmp_pat
         ready(c)
         old = c.app.state.holder.index
         entered, release = threading.Event(), threading.Event()
-        real = old.for_article
+        real = old.for_draft
 
-        def slow_for_article(*args, **kwargs):
+        def slow_for_draft(*args, **kwargs):
             entered.set()
             assert release.wait(10)
             return real(*args, **kwargs)
 
-        old.for_article = slow_for_article  # only the old object is slow
+        old.for_draft = slow_for_draft  # only the old object is slow; drafts run off the event loop
         result: dict = {}
-        worker = threading.Thread(target=lambda: result.update(r=related(c, "flood-0", limit=3)))
+        draft = {"title": "Flood", "body": "River flood in the valley", "limit": 3}
+        worker = threading.Thread(target=lambda: result.update(r=c.post("/v1/related", json=draft)))
         worker.start()
         assert entered.wait(10)
         new_version = build_index(data_dir, extra=2)
