@@ -38,7 +38,7 @@ class NeighbourParams:
     time_weight: float = 0.3
     time_scale_days: float = 14.0
     signature_terms: int = 128  # terms per row kept for pair scoring; 0 keeps all
-    rare_candidates: int = 100  # extra candidates sharing a query's rarest terms (0 = FAISS only)
+    rare_candidates: int = 0  # extra candidates sharing a query's rarest terms (0 = FAISS only)
     rare_terms: int = 8  # query terms used to find them
     rare_max_df: float = 0.01  # only terms in at most this share of articles
     batch_size: int = 512
