@@ -17,7 +17,7 @@ from index.artifacts import Version, current_version
 from index.errors import CorruptArtifactError, NoIndexError
 from index.neighbours import Corpus, Queries, prune_rows, query_neighbours, score_candidates
 from recommender.analysis import detect_language
-from recommender.config import PipelineConfig, PolicyConfig
+from recommender.config import PipelineConfig
 from recommender.errors import ArticleNotFoundError
 from recommender.ranking import Catalog, Policy, QueryContext, RankedItem, RelatedQuery, shared_terms
 from recommender.tfidf import ArticleVectorizer, Document
