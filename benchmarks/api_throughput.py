@@ -13,25 +13,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import random
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-HOST = "127.0.0.1"
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from serving import HOST, free_port, running  # noqa: E402
 
 CONSTANT_ITEMS = [
     {
@@ -65,47 +63,6 @@ def bare_app():
     return app
 
 
-# -- processes --------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running(cmd: list[str], port: int, env: dict[str, str], timeout: float = 300) -> Iterator[str]:
-    """Start a server, wait for /readyz, stop it afterwards; its log's ERROR lines go to stderr."""
-    base = f"http://{HOST}:{port}"
-    with tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False) as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{cmd[0]} exited: {Path(log.name).read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(base + "/readyz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except Exception:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"not ready after {timeout}s: {Path(log.name).read_text()[-2000:]}")
-            time.sleep(0.2)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        text = Path(log.name).read_text(errors="replace")
-        problems = [line for line in text.splitlines() if "ERROR" in line or "Error:" in line]
-        if problems:
-            print(f"{len(problems)} error lines in the server log, first ones:", *problems[:10], sep="\n  ",
-                  file=sys.stderr)
-        Path(log.name).unlink(missing_ok=True)
 
 
 def related_bin() -> str:

@@ -25,7 +25,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serving import HOST, free_port, running  # noqa: E402
 from synthetic import synthetic_corpus  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -113,38 +113,13 @@ def stitched_articles(corpus: Path, n: int, count: int, tag: str, seed: int) -> 
     return records, mates
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def serving(data: Path, reload_seconds: float):
-    port = free_port()
     env = dict(os.environ, RELATED_RELOAD_CHECK_SECONDS=str(reload_seconds), RELATED_RESPONSE_CACHE_SIZE="0")
-    log = open(data / "serve.log", "w")
-    process = subprocess.Popen(
-        [related_bin(), "serve", "--data-dir", str(data), "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(1200):
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited: {(data / 'serve.log').read_text()[-2000:]}")
-            try:
-                urllib.request.urlopen(base + "/readyz", timeout=2)
-                break
-            except Exception:
-                time.sleep(0.25)
+    port = free_port()
+    cmd = [related_bin(), "serve", "--data-dir", str(data), "--host", HOST, "--port", str(port)]
+    with running(cmd, port, env) as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def related_ids(base: str, article_id: str) -> list[str]:
