@@ -43,7 +43,7 @@ class TextConfig(_Section):
 
 
 class ReduceConfig(_Section):
-    """LSA: TruncatedSVD to `dims` dense dimensions for FAISS."""
+    """LSA: randomized SVD (see tfidf.lsa_components) to `dims` dense dimensions for FAISS."""
 
     dims: int = Field(256, ge=2, le=2048)
     svd_fit_sample: int = Field(10_000, ge=100, description="Fit SVD on at most this many articles.")

@@ -115,7 +115,7 @@ def count_terms(
 
 
 class ArticleVectorizer:
-    """Title-boosted, language-aware TF-IDF plus a TruncatedSVD projection."""
+    """Title-boosted, language-aware TF-IDF plus an LSA (randomized SVD) projection."""
 
     def __init__(self, text: TextConfig, reduce: ReduceConfig) -> None:
         self.text = text
