@@ -143,7 +143,7 @@ def build(
     line = structured(
         status="unchanged" if report.unchanged else "built",
         version=report.version.name if report.version else "-", articles=report.articles, rejects=report.rejects,
-        records=report.records, seconds=f"{report.seconds:.1f}",
+        records=report.records, seconds=f"{report.seconds:.3f}",
     )
     if verdicts:
         line += " " + verdicts[-1].summary()
