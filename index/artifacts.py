@@ -7,7 +7,8 @@ Layout::
       current -> versions/<name>    symlink, swapped atomically
       versions/
         <YYYYmmddTHHMMSSffffffZ>-<hash8>/   complete, immutable version
-          manifest.json             sha256 + size of every other file
+          manifest.json             sha256 + size of every other file; `segments`
+                                    lists the parts of per-row artifacts (index.segments)
           ...
         .staging-<uuid>/            being written; never read
 
@@ -45,7 +46,7 @@ from typing import IO, Any
 import faiss
 import numpy as np
 
-from index import faiss_index
+from index import faiss_index, segments
 from index.errors import ArtifactError, BuildLockedError, CorruptArtifactError, NoIndexError
 
 __all__ = [
@@ -66,7 +67,8 @@ __all__ = [
     "find_version_by_hash",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: optional `segments` (per-row artifacts as base + appended parts)
+_READABLE_FORMATS = (1, 2)
 MANIFEST = "manifest.json"
 VERSIONS = "versions"
 CURRENT = "current"
@@ -75,6 +77,7 @@ _STAGING_PREFIX = ".staging-"
 _DELETING_PREFIX = ".deleting-"
 _CURRENT_TMP_PREFIX = ".current.tmp-"
 _RESERVED_KEYS = frozenset({"format_version", "created", "content_hash", "files"})
+_SEGMENTS = "segments"
 _HASH_RE = re.compile(r"[0-9A-Za-z_-]+")
 _CHUNK = 1 << 20
 
@@ -196,6 +199,10 @@ class Manifest:
     def files(self) -> dict[str, dict[str, Any]]:
         return dict(self.data["files"])
 
+    def parts(self, name: str) -> list[str]:
+        """Files holding artifact `name`, in row order: its segments, or just itself."""
+        return list(self.data.get(_SEGMENTS, {}).get(name, [name]))
+
 
 def read_manifest(version_dir: Path) -> Manifest:
     """Parse and structurally check manifest.json, without hashing files."""
@@ -217,10 +224,10 @@ def read_manifest(version_dir: Path) -> Manifest:
     missing = sorted(_RESERVED_KEYS - data.keys())
     if missing:
         raise CorruptArtifactError(f"invalid {MANIFEST} in version {name}: missing keys {missing}")
-    if data["format_version"] != FORMAT_VERSION:
+    if data["format_version"] not in _READABLE_FORMATS:
         raise CorruptArtifactError(
             f"version {name} has format_version {data['format_version']!r}; "
-            f"this code reads {FORMAT_VERSION}: rebuild it"
+            f"this code reads {', '.join(map(str, _READABLE_FORMATS))}: rebuild it"
         )
     files = data["files"]
     if not isinstance(files, dict) or not all(
@@ -235,6 +242,13 @@ def read_manifest(version_dir: Path) -> Manifest:
             raise CorruptArtifactError(
                 f"invalid {MANIFEST} in version {name}: bad file name {fname!r}"
             ) from None
+    parts = data.get(_SEGMENTS, {})
+    if not isinstance(parts, dict) or not all(
+        isinstance(v, list) and v and all(isinstance(f, str) and f in files for f in v) for v in parts.values()
+    ):
+        raise CorruptArtifactError(
+            f"invalid {MANIFEST} in version {name}: 'segments' must list files of the 'files' table"
+        )
     return Manifest(path=version_dir, name=name, data=data)
 
 
@@ -371,15 +385,18 @@ class VersionWriter:
     def save_index(self, name: str, index: faiss.Index) -> None:
         faiss_index.save_index(index, self.path(name))  # itself temp + rename
 
-    def commit(self, meta: dict[str, Any], content_hash: str) -> Path:
+    def commit(
+        self, meta: dict[str, Any], content_hash: str, parts: dict[str, list[str]] | None = None
+    ) -> Path:
         """Checksum and fsync everything, write the manifest, rename into place.
 
+        `parts`: artifacts stored as segments (name -> its files in row order; index.segments).
         Returns the final version dir. Does not publish it.
         """
         self._check_open()
         if not _HASH_RE.fullmatch(content_hash or ""):
             raise ValueError(f"content_hash must be non-empty [0-9A-Za-z_-], got {content_hash!r}")
-        clash = _RESERVED_KEYS & meta.keys()
+        clash = (_RESERVED_KEYS | {_SEGMENTS}) & meta.keys()
         if clash:
             raise ValueError(f"meta may not set reserved manifest keys {sorted(clash)}")
 
@@ -405,8 +422,12 @@ class VersionWriter:
             "created": now.isoformat(),
             "content_hash": content_hash,
             "files": files,
+            **({_SEGMENTS: parts} if parts else {}),
             **meta,
         }
+        missing = sorted({f for names in (parts or {}).values() for f in names} - files.keys())
+        if missing:
+            raise ValueError(f"segments name files that were not written: {missing}")
         # Serialise first: unserialisable meta fails before anything is written.
         text = json.dumps(manifest, ensure_ascii=False, indent=2) + "\n"
         with open(self.staging / MANIFEST, "w", encoding="utf-8") as fh:
@@ -455,8 +476,12 @@ class Version:
         return self.manifest.name
 
     def has(self, name: str) -> bool:
-        """Whether the manifest lists `name` (for optional artifacts)."""
-        return name in self.manifest.data["files"]
+        """Whether the manifest lists `name`, as a file or as segments (for optional artifacts)."""
+        return name in self.manifest.data["files"] or name in self.manifest.data.get(_SEGMENTS, {})
+
+    def paths(self, name: str) -> list[Path]:
+        """The files holding artifact `name`, in row order (one unless it is stored as segments)."""
+        return [self.file(part) for part in self.manifest.parts(name)]
 
     def file(self, name: str) -> Path:
         """Path of a listed artifact; refuses names the manifest does not list."""
@@ -472,20 +497,30 @@ class Version:
         return path
 
     def array(self, name: str, *, mmap: bool = True) -> np.ndarray:
-        """Load a .npy; memory-mapped read-only by default (shared page cache)."""
-        return np.load(self.file(name), mmap_mode="r" if mmap else None, allow_pickle=False)
+        """Load a .npy; memory-mapped read-only by default (shared page cache).
+
+        An artifact stored as segments is their concatenation, read-only (see index.segments).
+        """
+        paths = self.paths(name)
+        if len(paths) > 1:
+            return segments.concatenate(name, paths)
+        return np.load(paths[0], mmap_mode="r" if mmap else None, allow_pickle=False)
 
     def json(self, name: str) -> Any:
         return json.loads(self.file(name).read_text(encoding="utf-8"))
 
     def jsonl(self, name: str) -> list[dict[str, Any]]:
-        with open(self.file(name), encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh if line.strip()]
+        """One dict per line (of every segment); shared with earlier loads of the same files: do not mutate."""
+        return segments.jsonl_rows(name, self.paths(name))
 
     def index(
         self, name: str, *, mmap: bool = True, ef_search: int | None = None, nprobe: int | None = None
     ) -> faiss.Index:
-        return faiss_index.load_index(self.file(name), mmap=mmap, ef_search=ef_search, nprobe=nprobe)
+        """A FAISS index; one stored as segments is searched as one (ids numbered on across parts)."""
+        parts = [
+            faiss_index.load_index(path, mmap=mmap, ef_search=ef_search, nprobe=nprobe) for path in self.paths(name)
+        ]
+        return parts[0] if len(parts) == 1 else faiss_index.stack(parts)
 
     def __repr__(self) -> str:
         return f"Version({self.name!r})"

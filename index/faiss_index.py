@@ -28,6 +28,8 @@ __all__ = [
     "build_index",
     "search",
     "add_vectors",
+    "stack",
+    "flat",
     "save_index",
     "load_index",
     "exact_search",
@@ -147,6 +149,31 @@ def add_vectors(index: faiss.Index, vectors: np.ndarray) -> None:
     x = _as_matrix(vectors, "vectors", index.d)
     for start in range(0, x.shape[0], _ADD_BATCH):
         index.add(x[start : start + _ADD_BATCH])
+
+
+def stack(parts: list[faiss.Index]) -> faiss.Index:
+    """Several indexes searched as one: row j of part i gets id (rows of parts before i) + j.
+
+    How an update appends rows without rewriting (or even loading) the build's index: the
+    base stays memory-mapped and the new rows go into a small exact part. Read-only: add a part
+    instead of adding vectors.
+    """
+    if not parts:
+        raise ValueError("stack needs at least one index")
+    stacked = faiss.IndexShards(parts[0].d, False, True)  # not threaded; successive ids
+    for part in parts:
+        if part.d != parts[0].d or part.metric_type != parts[0].metric_type:
+            raise ValueError("stacked indexes must share dimension and metric")
+        stacked.add_shard(part)  # faiss's wrapper keeps a reference to each part
+    return stacked
+
+
+def flat(vectors: np.ndarray) -> faiss.Index:
+    """Exact inner-product index over `vectors` (the part an update appends)."""
+    x = _as_matrix(vectors, "vectors")
+    index = faiss.IndexFlatIP(x.shape[1])
+    add_vectors(index, x)
+    return index
 
 
 def search(

@@ -25,6 +25,12 @@
   the vocabulary) is carried from version to version in the manifest; past the configured
   thresholds `related info` and the update summary recommend a full rebuild.
 
+Per-row artifacts (metadata, vectors, sparse rows, the FAISS index) are written as segments
+(index/segments.py): the new version hard-links every part of its parent and adds one part
+holding only the new rows, so an update writes kilobytes to megabytes, not the whole corpus;
+past MAX_DELTAS parts the rows added since the build are merged into one part, and the next
+full build writes single files again. Lists, tombstones and rejects are rewritten whole.
+
 The build lock is held throughout; the new version is committed, verified and published
 atomically, then old versions are pruned, exactly like a build.
 """
@@ -43,9 +49,10 @@ import faiss
 import numpy as np
 import scipy.sparse as sp
 
-from index.artifacts import Manifest, VersionWriter, build_lock, current_version, prune, publish, read_manifest
+from index import segments
+from index.artifacts import Manifest, Version, VersionWriter, build_lock, current_version, prune, publish, read_manifest
 from index.errors import CorruptArtifactError, NoIndexError
-from index.faiss_index import add_vectors
+from index.faiss_index import flat, load_index, stack
 from index.neighbours import (
     MISSING,
     Corpus,
@@ -59,7 +66,7 @@ from index.neighbours import (
     subset,
     top_k,
 )
-from recommender.build import article_rows, documents, library_versions, publication_times, save_sparse
+from recommender.build import article_rows, documents, library_versions, publication_times
 from recommender.config import BuildConfig, PipelineConfig
 from recommender.errors import RelatedError
 from recommender.sources import read_source, write_rejects
@@ -69,14 +76,15 @@ log = logging.getLogger("related.update")
 
 # Fitted state an update reuses as is: hard-linked (or copied) into the new version.
 UNCHANGED = ("vocabulary.json", "display_terms.json", "idf.npy", "svd_components.npy", "svd_columns.npy")
-# Files an update rewrites. A version holding any other file is refused: an update that does not
-# know a (new) per-article artifact would copy it unchanged and leave it out of step with the rows.
-REWRITTEN = (
-    "articles.jsonl", "alive.npy", "dense.npy", "index.faiss", "neighbours.npy", "neighbour_scores.npy",
-    "tfidf_data.npy", "tfidf_indices.npy", "tfidf_indptr.npy",
-    "expanded_data.npy", "expanded_indices.npy", "expanded_indptr.npy",
-    "signature_data.npy", "signature_indices.npy", "signature_indptr.npy", "rejects.jsonl",
+# Per-row artifacts, append-only: the parent's parts are linked, the new rows go into a new part.
+SPARSE = ("tfidf", "signature", "expanded")
+SEGMENTED = ("articles.jsonl", "dense.npy", "index.faiss") + tuple(
+    f"{prefix}_{field}.npy" for prefix in SPARSE for field in ("data", "indices", "indptr")
 )
+# Files an update rewrites whole. A version holding any other file is refused: an update that does not
+# know a (new) per-article artifact would copy it unchanged and leave it out of step with the rows.
+REWRITTEN = ("alive.npy", "neighbours.npy", "neighbour_scores.npy", "rejects.jsonl")
+MAX_DELTAS = 8  # parts appended since the build before they are merged into one
 
 
 # --------------------------------------------------------------------------- report
@@ -173,62 +181,125 @@ def oov_counts(vectorizer: ArticleVectorizer, docs: list[Document]) -> tuple[int
 
 
 class ParentVersion:
-    """The current version, read for an update; every file read is checked against the manifest."""
+    """The current version, read for an update.
+
+    Every file the update reads whole or rewrites is checked against its sha256 first, so a
+    corrupt parent is not carried forward. The build's per-row parts (vectors, sparse rows, the
+    FAISS index: most of the bytes) are only size-checked: they are linked unchanged into the
+    new version with their checksums, so every reader still verifies them, and hashing them
+    here would cost more than the rest of a small update.
+    """
 
     def __init__(self, path: Path) -> None:
-        self.manifest = read_manifest(path)
+        self.version = Version(read_manifest(path))
+        self.manifest = self.version.manifest
         self.path = path
         self.name = self.manifest.name
         self.files: dict[str, dict[str, Any]] = self.manifest.data["files"]
 
-    def _checked(self, name: str) -> Path:
-        """Path of a listed file after checking its size and sha256 against the manifest."""
+    def logical_files(self) -> set[str]:
+        """Artifact names, with segments counted once under their own name."""
+        segmented = self.manifest.data.get("segments", {})
+        parts = {part for names in segmented.values() for part in names}
+        return (set(self.files) - parts) | set(segmented)
+
+    def _checked(self, name: str, *, hashed: bool = True) -> Path:
+        """Path of a listed file after checking its size (and sha256) against the manifest."""
         entry = self.files.get(name)
         if entry is None:
             raise CorruptArtifactError(f"version {self.name} has no file {name}")
         path = self.path / name
         try:
-            with open(path, "rb") as handle:
-                digest = hashlib.file_digest(handle, "sha256").hexdigest()
-                size = handle.tell()
+            if not hashed:
+                size = path.stat().st_size
+            else:
+                with open(path, "rb") as handle:
+                    digest = hashlib.file_digest(handle, "sha256").hexdigest()
+                    size = handle.tell()
+                if digest != entry["sha256"]:
+                    raise CorruptArtifactError(f"checksum mismatch for {name} in version {self.name}: not updating it")
         except FileNotFoundError:
             raise CorruptArtifactError(f"missing file {name} in version {self.name}") from None
-        if size != entry["bytes"] or digest != entry["sha256"]:
-            raise CorruptArtifactError(f"checksum mismatch for {name} in version {self.name}: not updating it")
+        if size != entry["bytes"]:
+            raise CorruptArtifactError(f"size mismatch for {name} in version {self.name}: not updating it")
         return path
+
+    def parts(self, name: str) -> list[str]:
+        return self.manifest.parts(name)
+
+    def _paths(self, name: str) -> list[Path]:
+        """The parts of `name`: the first (the build's, linked as is) size-checked, the rest hashed."""
+        parts = self.parts(name)
+        return [self._checked(part, hashed=i > 0 or name == "articles.jsonl") for i, part in enumerate(parts)]
 
     def raw(self, name: str) -> bytes:
         return self._checked(name).read_bytes()  # the second read comes from the page cache
 
     def has(self, name: str) -> bool:
-        return name in self.files
+        return self.version.has(name)
 
     def array(self, name: str) -> np.ndarray:
         """Checked, then memory-mapped read-only (versions are immutable): no copy of large arrays."""
         return np.load(self._checked(name), mmap_mode="r", allow_pickle=False)
 
+    def rows_array(self, name: str) -> np.ndarray:
+        """A per-row artifact: its parts concatenated (read-only; mapped when there is one)."""
+        paths = self._paths(name)
+        return segments.concatenate(name, paths)
+
     def json(self, name: str) -> Any:
         return json.loads(self.raw(name))
 
     def jsonl(self, name: str) -> list[dict]:
-        return [json.loads(line) for line in self.raw(name).decode("utf-8").splitlines() if line.strip()]
+        return segments.jsonl_rows(name, self._paths(name))
 
     def sparse(self, prefix: str, n_terms: int) -> sp.csr_matrix | None:
         if not self.has(f"{prefix}_indptr.npy"):
             return None
-        indptr = self.array(f"{prefix}_indptr.npy")
+        indptr = self.rows_array(f"{prefix}_indptr.npy")
         return sp.csr_matrix(
-            (self.array(f"{prefix}_data.npy"), self.array(f"{prefix}_indices.npy"), indptr),
+            (self.rows_array(f"{prefix}_data.npy"), self.rows_array(f"{prefix}_indices.npy"), indptr),
             shape=(len(indptr) - 1, n_terms), copy=False,
         )
 
-    def index(self) -> faiss.Index:
-        """Read into memory (not memory-mapped), so vectors can be added."""
-        return faiss.read_index(str(self._checked("index.faiss")))
+    def index_parts(self) -> list[faiss.Index]:
+        """The index's parts, memory-mapped: an update adds a part, it never changes one."""
+        return [load_index(path) for path in self._paths("index.faiss")]
 
     def link_into(self, writer: VersionWriter, name: str) -> None:
         """Unchanged file: hard link (versions are immutable) with its known checksum."""
-        writer.link(name, self.path / name, self.manifest.files[name])
+        writer.link(name, self.path / name, self.files[name])
+
+
+def append_rows(top: sp.csr_matrix, bottom: sp.csr_matrix) -> sp.csr_matrix:
+    """Rows of `top` then `bottom` as float32 CSR (scipy's vstack is several times slower on large inputs)."""
+    indptr = np.concatenate([top.indptr.astype(np.int64), bottom.indptr[1:].astype(np.int64) + top.indptr[-1]])
+    return sp.csr_matrix(
+        (np.concatenate([top.data, bottom.data]).astype(np.float32, copy=False),
+         np.concatenate([top.indices, bottom.indices]).astype(np.int32, copy=False), indptr),
+        shape=(top.shape[0] + bottom.shape[0], top.shape[1]), copy=False,
+    )
+
+
+def save_rows(writer: VersionWriter, folder: str, *, dense: np.ndarray, rows: list[dict],
+              matrices: dict[str, tuple[sp.csr_matrix, int]]) -> None:
+    """One new part of every per-row artifact in `folder`/: these rows, appended after the parent's.
+
+    `matrices`: prefix -> (the part's CSR rows, non-zeros in the rows before them). The part of
+    an `indptr` holds global offsets without the leading 0, so parts simply concatenate.
+    """
+    writer.save_array(f"{folder}/dense.npy", dense)
+    writer.save_index(f"{folder}/index.faiss", flat(dense))
+    writer.save_jsonl(f"{folder}/articles.jsonl", rows)
+    for prefix, (matrix, before) in matrices.items():
+        writer.save_array(f"{folder}/{prefix}_data.npy", np.asarray(matrix.data, dtype=np.float32))
+        writer.save_array(f"{folder}/{prefix}_indices.npy", np.asarray(matrix.indices, dtype=np.int32))
+        writer.save_array(f"{folder}/{prefix}_indptr.npy", matrix.indptr[1:].astype(np.int64) + before)
+
+
+def tail(matrix: sp.csr_matrix, start: int) -> tuple[sp.csr_matrix, int]:
+    """Rows `start`.. of `matrix` and the non-zeros before them."""
+    return matrix[start:], int(matrix.indptr[start])
 
 
 # --------------------------------------------------------------------------- neighbours
@@ -380,7 +451,7 @@ def update(
         if current is None:
             raise NoIndexError(f"no current version in {data_dir}: run `related build` before `related update`")
         parent = ParentVersion(current)
-        unknown = sorted(set(parent.files) - set(UNCHANGED) - set(REWRITTEN))
+        unknown = sorted(parent.logical_files() - set(UNCHANGED) - set(REWRITTEN) - set(SEGMENTED))
         if unknown:
             raise RelatedError(
                 f"version {parent.name} has files `related update` does not know how to extend "
@@ -409,8 +480,7 @@ def update(
         terms = parent.json("vocabulary.json")
         state = {name: parent.array(f"{name}.npy") for name in ("idf", "svd_components", "svd_columns")}
         vectorizer = ArticleVectorizer.from_state(config.text, config.reduce, terms, state)
-        articles_bytes = parent.raw("articles.jsonl")
-        rows: list[dict] = [json.loads(line) for line in articles_bytes.splitlines() if line.strip()]
+        rows: list[dict] = parent.jsonl("articles.jsonl")
         alive = np.array(parent.array("alive.npy"), dtype=bool)
         sparse = parent.sparse("tfidf", len(terms))
         if sparse is None or sparse.shape[0] != len(rows) or alive.shape[0] != len(rows):
@@ -462,20 +532,22 @@ def update(
         new_dense = vectors.dense[pick] if n_new else np.empty((0, 0), np.float32)
         rows = rows + new_rows_meta
         alive = np.concatenate([alive, np.ones(n_new, dtype=bool)])
-        sparse = sp.vstack([sparse, new_sparse], format="csr", dtype=np.float32)
         # Pair scores use each row's top-weighted terms (signatures) when the build stored them.
         signature = parent.sparse("signature", len(terms))
         if signature is None:
             params = replace(params, signature_terms=0)
-            new_signature, signature = new_sparse, sparse
+            new_signature, signature = new_sparse, append_rows(sparse, new_sparse)
         else:
             new_signature = prune_rows(new_sparse, params.signature_terms)
-            signature = sp.vstack([signature, new_signature], format="csr", dtype=np.float32)
-        dense = parent.array("dense.npy")
-        index = parent.index()  # in memory, not mapped: vectors are added
+            signature = append_rows(signature, new_signature)
+        dense = parent.rows_array("dense.npy")
+        index_parts = parent.index_parts()  # memory-mapped; the new rows get a part of their own
         if n_new:
-            dense = np.vstack([dense, new_dense]).astype(np.float32)
-            add_vectors(index, new_dense)
+            dense = np.concatenate([dense, new_dense.astype(np.float32)])
+            index_parts.append(flat(new_dense))
+        index = index_parts[0] if len(index_parts) == 1 else stack(index_parts)
+        if index.ntotal != len(rows) or dense.shape[0] != len(rows):
+            raise CorruptArtifactError(f"version {parent.name}: row counts of articles, dense and index differ")
         times = publication_times(rows)
         expanded = parent.sparse("expanded", len(terms))
         corpus = Corpus(index=index, sparse=signature, times=times, expanded=expanded, alive=alive, dense=dense)
@@ -490,7 +562,7 @@ def update(
             if expanded is not None:
                 if new_expanded is None:  # feedback off: the build stored plain rows
                     new_expanded = new_signature
-                corpus.expanded = sp.vstack([expanded, new_expanded], format="csr", dtype=np.float32)
+                corpus.expanded = append_rows(expanded, new_expanded)
             new_lists, cand_ids, cand_scores = finish_rows(corpus, queries, params, parts, new_expanded)
             lists.ids = np.vstack([lists.ids, new_lists.ids])
             lists.scores = np.vstack([lists.scores, new_lists.scores])
@@ -537,21 +609,30 @@ def update(
             for name in UNCHANGED:
                 if parent.has(name):
                     parent.link_into(writer, name)
-            save_sparse(writer, "tfidf", sparse)
-            if parent.has("signature_indptr.npy"):
-                save_sparse(writer, "signature", signature)
-            if corpus.expanded is not None:
-                save_sparse(writer, "expanded", corpus.expanded)
-            writer.save_array("dense.npy", dense)
-            writer.save_index("index.faiss", index)
+            parts = {name: parent.parts(name) for name in SEGMENTED if parent.has(name)}
+            # The build's rows stay in its files; the rows since then are in the later parts.
+            n_base = int(np.load(parent.path / parts["dense.npy"][0], mmap_mode="r").shape[0])
+            compact = len(parts["dense.npy"]) > MAX_DELTAS
+            start = n_base if compact else n_old
+            if compact:
+                parts = {name: names[:1] for name, names in parts.items()}
+            for part in sorted({part for names in parts.values() for part in names}):
+                parent.link_into(writer, part)
+            if compact or n_new:
+                folder = f"delta-{drift['updates_since_build']:04d}"
+                while any(part.startswith(f"{folder}/") for part in parent.files):
+                    folder += "x"  # never reuse a parent's part name (a rolled-back lineage)
+                old_rows, before = tail(sparse, start)  # the parent's tfidf rows: the new ones are not in it
+                matrices = {"tfidf": (append_rows(old_rows, new_sparse) if compact else new_sparse, before)}
+                if "signature_indptr.npy" in parts:
+                    matrices["signature"] = tail(signature, start)
+                if "expanded_indptr.npy" in parts and corpus.expanded is not None:
+                    matrices["expanded"] = tail(corpus.expanded, start)
+                save_rows(writer, folder, dense=dense[start:], rows=rows[start:], matrices=matrices)
+                parts = {name: names + [f"{folder}/{name}"] for name, names in parts.items()}
             writer.save_array("neighbours.npy", lists.ids)
             writer.save_array("neighbour_scores.npy", lists.scores)
             writer.save_array("alive.npy", alive)
-            with open(writer.path("articles.jsonl"), "wb") as handle:  # old rows never change: append
-                handle.write(articles_bytes if not articles_bytes or articles_bytes.endswith(b"\n") else articles_bytes + b"\n")
-                handle.writelines(
-                    (json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n").encode() for row in new_rows_meta
-                )
             write_rejects(ingested.rejects, writer.path("rejects.jsonl"))
             parent_meta = parent.manifest.data
             meta = {
@@ -571,12 +652,12 @@ def update(
                     "refreshed": report.refreshed, "refilled": report.refilled,
                 },
                 "dims": int(dense.shape[1]),
-                "index_type": type(faiss.downcast_index(index)).__name__,
+                "index_type": type(faiss.downcast_index(index_parts[0])).__name__,
                 "libraries": library_versions(),
                 "stages": stages,
                 "drift": drift,
             }
-            version = writer.commit(meta, update_hash(parent.manifest, source))
+            version = writer.commit(meta, update_hash(parent.manifest, source), parts)
         stage("write")
         publish(data_dir, version, checksums=False)  # commit just hashed every file it wrote
         stage("publish")
