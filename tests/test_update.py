@@ -5,15 +5,18 @@ Small corpora built in process (fast); lists read back through RelatedIndex as t
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from index.artifacts import current_version, list_versions, verify_version
+from index.artifacts import Version, VersionWriter, current_version, list_versions, verify_version
 from index.errors import CorruptArtifactError, NoIndexError
+from index.faiss_index import flat
 from index.neighbours import Queries
+from recommender import update as update_module
 from recommender.build import build
 from recommender.cli import main
 from recommender.config import BuildConfig, PipelineConfig
@@ -187,3 +190,88 @@ def test_corrupt_parent_is_not_updated(tmp_path: Path, built: Path) -> None:
 def test_story_words_are_distinct() -> None:  # the fixtures' premise
     words = [set(w.split()) for w in STORY_WORDS.values()]
     assert all(not (a & b) for i, a in enumerate(words) for b in words[i + 1 :])
+
+
+# --------------------------------------------------------------------------- segments
+
+
+def flat_copy(version_dir: Path, data: Path) -> Path:
+    """The same version with every per-row artifact written as one file (what a full write would hold)."""
+    version = Version.open(version_dir)
+    meta = {k: v for k, v in version.manifest.data.items() if k not in ("format_version", "created", "content_hash", "files", "segments")}
+    names = (set(version.manifest.files) - {p for ps in version.manifest.data.get("segments", {}).values() for p in ps}) | set(
+        version.manifest.data.get("segments", {})
+    )
+    with VersionWriter(data) as writer:
+        for name in sorted(names):
+            if name == "index.faiss":
+                assert version.manifest.data["index_type"] == "IndexFlatIP"
+                writer.save_index(name, flat(np.asarray(version.array("dense.npy"))))
+            elif name.endswith(".npy"):
+                writer.save_array(name, np.asarray(version.array(name)))
+            elif name.endswith(".jsonl"):
+                writer.save_jsonl(name, version.jsonl(name))
+            else:
+                writer.path(name).write_bytes(version.file(name).read_bytes())
+        return writer.commit(meta, "flat" + version.manifest.content_hash[:8])
+
+
+def assert_same_index(a: RelatedIndex, b: RelatedIndex) -> None:
+    assert a.articles == b.articles
+    np.testing.assert_array_equal(np.asarray(a.dense), np.asarray(b.dense))
+    np.testing.assert_array_equal(np.asarray(a.neighbours), np.asarray(b.neighbours))
+    np.testing.assert_array_equal(a.catalog.alive, b.catalog.alive)
+    for x, y in ((a.catalog.sparse, b.catalog.sparse), (a.corpus.sparse, b.corpus.sparse), (a.corpus.expanded, b.corpus.expanded)):
+        assert (x != y).nnz == 0 and x.shape == y.shape
+    assert a.faiss.ntotal == b.faiss.ntotal
+    for row, meta in enumerate(a.articles):
+        if a.catalog.alive[row]:
+            assert a.for_article(meta["id"], ANY).items == b.for_article(meta["id"], ANY).items, meta["id"]
+
+
+def test_update_writes_only_new_rows_and_loads_like_a_full_write(tmp_path: Path, built: Path) -> None:
+    base = current_version(built)
+    first = apply(tmp_path, built, [article("flood", 90 + i, seed=7) for i in range(3)], "u1.jsonl")
+    second = apply(tmp_path, built, [article("cup", 90, seed=7), {"id": "quake-2", "deleted": True}], "u2.jsonl")
+    manifest = json.loads((second.version / "manifest.json").read_text())
+    assert manifest["segments"]["dense.npy"] == ["dense.npy", "delta-0001/dense.npy", "delta-0002/dense.npy"]
+    assert np.load(second.version / "delta-0002" / "dense.npy").shape[0] == 1  # only the new row is written
+    for name in ("dense.npy", "tfidf_data.npy", "index.faiss", "articles.jsonl"):  # the build's files are shared
+        assert os.path.samefile(base / name, second.version / name)
+    assert os.path.samefile(first.version / "delta-0001/dense.npy", second.version / "delta-0001/dense.npy")
+    segmented = RelatedIndex(Version.open(second.version))
+    full = RelatedIndex(Version.open(flat_copy(second.version, tmp_path / "flat")))
+    assert_same_index(segmented, full)
+    assert "cup-90" in served(built, "cup-1", limit=6)
+
+
+def test_tampered_update_part_is_refused(tmp_path: Path, built: Path) -> None:
+    report = apply(tmp_path, built, [article("comet", 91, seed=1)])
+    target = report.version / "delta-0001" / "signature_data.npy"
+    target.chmod(0o644)
+    data = bytearray(target.read_bytes())
+    data[-1] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(CorruptArtifactError, match="checksum mismatch for delta-0001/signature_data.npy"):
+        Version.open(report.version)
+    with pytest.raises(CorruptArtifactError, match="checksum"):
+        apply(tmp_path, built, [article("comet", 92, seed=1)], "again.jsonl")
+    assert current_version(built) == report.version.resolve()
+
+
+def test_update_parts_are_merged_past_max_deltas_and_rebuild_compacts(
+    tmp_path: Path, built: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(update_module, "MAX_DELTAS", 2)
+    counts = []
+    for i, story in enumerate(("flood", "budget", "chips", "quake")):
+        report = apply(tmp_path, built, [article(story, 95, seed=i)], f"u{i}.jsonl")
+        counts.append(len(json.loads((report.version / "manifest.json").read_text())["segments"]["dense.npy"]))
+        assert f"{story}-95" in served(built, f"{story}-0", limit=6)
+    assert counts == [2, 3, 2, 3]  # the third update merged the two earlier parts into its own
+    assert_same_index(RelatedIndex.open(built), RelatedIndex(Version.open(flat_copy(current_version(built), tmp_path / "f"))))
+    records = corpus() + [article(s, 95, seed=i) for i, s in enumerate(("flood", "budget", "chips", "quake"))]
+    rebuilt = build(write_jsonl(tmp_path / "all.jsonl", records), built, PipelineConfig.from_dict(CONFIG))
+    manifest = json.loads((rebuilt.version / "manifest.json").read_text())
+    assert "segments" not in manifest and not any("/" in name for name in manifest["files"])
+    assert "quake-95" in served(built, "quake-0", limit=6)
