@@ -6,12 +6,12 @@ analyzer output is what TF-IDF counts.
 """
 from __future__ import annotations
 
+import importlib.util
 import re
 from functools import lru_cache
+from pathlib import Path
 
-import py3langid
 import Stemmer
-from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 from stop_words import get_stop_words
 
 SNOWBALL_NAMES = {
@@ -31,15 +31,34 @@ def detect_language(text: str, default: str) -> str:
     """ISO 639-1 code of `text`; `default` when the text is too short to tell."""
     if len(text) < MIN_DETECT_CHARS:
         return default
+    import py3langid  # loads its model: only when a record has no language
+
     lang, _score = py3langid.classify(text[:2000])
     return lang
+
+
+@lru_cache(maxsize=1)
+def english_stop_words() -> frozenset[str]:
+    """scikit-learn's English list, read from its module file alone: importing the sklearn package
+    takes about 2 s, most of a one-article `related update`."""
+    try:
+        spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
+        path = Path(list(spec.submodule_search_locations)[0]) / "feature_extraction" / "_stop_words.py"
+        module_spec = importlib.util.spec_from_file_location("_related_english_stop_words", path)
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+        return frozenset(module.ENGLISH_STOP_WORDS)
+    except Exception:  # another layout: take the slow, public way
+        from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+        return frozenset(ENGLISH_STOP_WORDS)
 
 
 @lru_cache(maxsize=64)
 def stop_words_for(lang: str) -> frozenset[str]:
     words: set[str] = set()
     if lang == "en":
-        words |= set(ENGLISH_STOP_WORDS)
+        words |= english_stop_words()
     try:
         words |= {w.lower() for w in get_stop_words(lang)}
     except Exception:  # stop_words raises its own error type for unknown languages

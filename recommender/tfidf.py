@@ -1,8 +1,13 @@
 """TF-IDF (sparse, exact) and LSA (dense, for FAISS) vectors of articles.
 
-Wraps scikit-learn rather than re-implementing it: `TfidfVectorizer` learns the vocabulary
+Wraps scikit-learn for learning: `CountVectorizer` and `TfidfTransformer` learn the vocabulary
 and IDF at build time; updates and drafts reuse them through `transform` without refitting.
 Learned state ends with `_` and is saved as JSON and `.npy`, never pickled.
+
+`transform` is the one place that does scikit-learn's arithmetic itself (counts -> sublinear
+tf -> x idf -> L2, bit for bit the same: tests/test_tfidf.py checks it): importing scikit-learn
+takes about 2 s, which would be most of a one-article `related update`. So scikit-learn is
+imported only where something is fitted.
 """
 from __future__ import annotations
 
@@ -12,9 +17,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
-from sklearn.preprocessing import normalize
-from threadpoolctl import threadpool_limits
 
 from recommender.analysis import AnalyzerSet
 from recommender.config import ReduceConfig, TextConfig
@@ -39,6 +41,27 @@ class Vectors:
     dense: np.ndarray  # [N, dims] float32, rows L2-normalized
 
 
+def l2_rows(sparse: sp.csr_matrix) -> None:
+    """Scale each row to unit length in place, with the float operations of scikit-learn's
+    `normalize` (its Cython loop: float32 squares summed in order in a double, the division in
+    double, rounded to float32); empty rows stay empty."""
+    data, indptr = sparse.data, sparse.indptr
+    squares = (data * data).astype(np.float64)
+    for row in range(sparse.shape[0]):
+        lo, hi = indptr[row], indptr[row + 1]
+        if hi > lo:
+            total = np.cumsum(squares[lo:hi])[-1]  # accumulate adds in order, like the C loop
+            if total != 0.0:
+                data[lo:hi] = data[lo:hi].astype(np.float64) / np.sqrt(total)
+
+
+def l2_dense(dense: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero), as scikit-learn's `normalize` computes them."""
+    norms = np.sqrt(np.einsum("ij,ij->i", dense, dense))
+    norms[norms == 0.0] = 1.0
+    return dense / norms[:, np.newaxis]
+
+
 def lsa_components(matrix: sp.csr_matrix, dims: int, n_iter: int, rng: np.random.Generator) -> np.ndarray:
     """Top right singular vectors [dims, V] by randomized SVD (Halko et al. 2011).
 
@@ -46,6 +69,8 @@ def lsa_components(matrix: sp.csr_matrix, dims: int, n_iter: int, rng: np.random
     eigh of the small (dims+p)^2 Gram matrix instead of a dense SVD/QR over all V terms,
     which dominated build time at 100k articles.
     """
+    from threadpoolctl import threadpool_limits
+
     with threadpool_limits(1):  # threaded BLAS on these thin matrices thrashes on a busy 2-core box
         return _lsa_components(matrix, dims, n_iter, rng)
 
@@ -68,6 +93,8 @@ _SHARED: tuple[ArticleVectorizer, Sequence[Document]] | None = None  # inherited
 
 
 def _count_part(bounds: tuple[int, int]) -> tuple[list[str], sp.csr_matrix, dict[str, str]]:
+    from sklearn.feature_extraction.text import CountVectorizer
+
     assert _SHARED is not None
     vectorizer, docs = _SHARED
     counter = CountVectorizer(analyzer=vectorizer.analyze, dtype=np.float32)
@@ -129,8 +156,8 @@ class ArticleVectorizer:
         self.svd_columns_: np.ndarray = np.empty(0, np.int32)
         self.components_: np.ndarray = np.empty((0, 0), np.float32)
         self._projection: np.ndarray | None = None  # components_.T, C-contiguous
-        self._counter: CountVectorizer | None = None
-        self._weighting: TfidfTransformer | None = None
+        self._column: dict[str, int] | None = None  # term -> column, for transform
+        self._idf64: np.ndarray = np.empty(0, np.float64)  # scikit-learn weights with float64 idf
 
     # -- analysis -----------------------------------------------------------------
     def analyze(self, doc: Document) -> list[str]:
@@ -166,6 +193,8 @@ class ArticleVectorizer:
         keep = keep[np.argsort(np.asarray(terms, dtype=object)[keep])]  # alphabetical, like scikit-learn
         self.terms_ = [terms[i] for i in keep]
         self.display_ = [" ".join(forms.get(word, word) for word in term.split(" ")) for term in self.terms_]
+        from sklearn.feature_extraction.text import TfidfTransformer
+
         weighting = TfidfTransformer(sublinear_tf=self.text.sublinear_tf)
         sparse = weighting.fit_transform(counts[:, keep]).astype(np.float32).tocsr()
         self.idf_ = weighting.idf_.astype(np.float32)
@@ -174,10 +203,37 @@ class ArticleVectorizer:
         return Vectors(sparse=sparse, dense=dense)
 
     def transform(self, docs: Sequence[Document]) -> Vectors:
-        if self._counter is None or self._weighting is None:
+        """TF-IDF rows with the fitted vocabulary (unknown terms ignored) and their LSA vectors.
+
+        What `CountVectorizer(vocabulary=...).transform` then `TfidfTransformer.transform` compute,
+        in the same order of float operations, so a re-sent article gets exactly its stored row.
+        """
+        column = self._column
+        if column is None:
             raise RuntimeError("vectorizer is not fitted")
-        counts = self._counter.transform(docs)
-        sparse = self._weighting.transform(counts).astype(np.float32).tocsr()
+        indices: list[int] = []
+        values: list[int] = []
+        indptr = [0]
+        for doc in docs:
+            counts: dict[int, int] = {}
+            for term in self.analyze(doc):
+                idx = column.get(term)
+                if idx is not None:
+                    counts[idx] = counts.get(idx, 0) + 1
+            for idx in sorted(counts):
+                indices.append(idx)
+                values.append(counts[idx])
+            indptr.append(len(indices))
+        data = np.asarray(values, dtype=np.float32)
+        cols = np.asarray(indices, dtype=np.int32)
+        if self.text.sublinear_tf:
+            np.log(data, out=data)
+            data += 1.0
+        data *= self._idf64[cols]  # float64 product, stored as float32
+        sparse = sp.csr_matrix(
+            (data, cols, np.asarray(indptr, dtype=np.int32)), shape=(len(indptr) - 1, len(self.terms_))
+        )
+        l2_rows(sparse)
         return Vectors(sparse=sparse, dense=self.project(sparse))
 
     def project(self, sparse: sp.csr_matrix) -> np.ndarray:
@@ -188,14 +244,11 @@ class ArticleVectorizer:
         if self._projection is None:
             self._projection = np.ascontiguousarray(self.components_.T)  # scipy would copy a transposed view per call
         dense = np.asarray(reduced @ self._projection, dtype=np.float32)
-        return np.ascontiguousarray(normalize(dense), dtype=np.float32)
+        return np.ascontiguousarray(l2_dense(dense), dtype=np.float32)
 
     def _make_transformers(self) -> None:
-        self._counter = CountVectorizer(
-            analyzer=self.analyze, vocabulary={t: i for i, t in enumerate(self.terms_)}, dtype=np.float32
-        )
-        self._weighting = TfidfTransformer(sublinear_tf=self.text.sublinear_tf)
-        self._weighting.idf_ = self.idf_.astype(np.float64)
+        self._column = {t: i for i, t in enumerate(self.terms_)}
+        self._idf64 = self.idf_.astype(np.float64)
 
     def _fit_reduce(self, sparse: sp.csr_matrix) -> np.ndarray:
         n, v = sparse.shape

@@ -228,9 +228,9 @@ class ParentVersion:
         return self.manifest.parts(name)
 
     def _paths(self, name: str) -> list[Path]:
-        """The parts of `name`: the first (the build's, linked as is) size-checked, the rest hashed."""
-        parts = self.parts(name)
-        return [self._checked(part, hashed=i > 0 or name == "articles.jsonl") for i, part in enumerate(parts)]
+        """The files of `name`, checked: the build's part of a per-row array (linked as is) by size, the rest by hash."""
+        big = name in SEGMENTED and name != "articles.jsonl"
+        return [self._checked(part, hashed=not (big and i == 0)) for i, part in enumerate(self.parts(name))]
 
     def raw(self, name: str) -> bytes:
         return self._checked(name).read_bytes()  # the second read comes from the page cache
@@ -261,6 +261,25 @@ class ParentVersion:
             (self.rows_array(f"{prefix}_data.npy"), self.rows_array(f"{prefix}_indices.npy"), indptr),
             shape=(len(indptr) - 1, n_terms), copy=False,
         )
+
+    def rows_with(self, name: str, extra: np.ndarray) -> np.ndarray:
+        """The rows of per-row artifact `name`, then `extra`, in one new array."""
+        return segments.read_rows(self._paths(name), extra)
+
+    def sparse_with(self, prefix: str, n_terms: int, extra: sp.csr_matrix) -> sp.csr_matrix | None:
+        """The CSR rows of `prefix`, then `extra`'s, read into new arrays (None when not stored)."""
+        if not self.has(f"{prefix}_indptr.npy"):
+            return None
+        indptr_paths = self._paths(f"{prefix}_indptr.npy")
+        before = int(np.load(indptr_paths[-1], mmap_mode="r")[-1])
+        indptr = segments.read_rows(indptr_paths, extra.indptr[1:].astype(np.int64) + before)
+        data = self.rows_with(f"{prefix}_data.npy", extra.data)
+        indices = self.rows_with(f"{prefix}_indices.npy", extra.indices)
+        return sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, n_terms), copy=False)
+
+    def nnz(self, prefix: str) -> int:
+        """Non-zeros of a stored CSR artifact (the last offset of its last `indptr` part)."""
+        return int(np.load(self._paths(f"{prefix}_indptr.npy")[-1], mmap_mode="r")[-1])
 
     def index_parts(self) -> list[faiss.Index]:
         """The index's parts, memory-mapped: an update adds a part, it never changes one."""
@@ -482,10 +501,15 @@ def update(
         vectorizer = ArticleVectorizer.from_state(config.text, config.reduce, terms, state)
         rows: list[dict] = parent.jsonl("articles.jsonl")
         alive = np.array(parent.array("alive.npy"), dtype=bool)
-        sparse = parent.sparse("tfidf", len(terms))
-        if sparse is None or sparse.shape[0] != len(rows) or alive.shape[0] != len(rows):
-            raise CorruptArtifactError(f"version {parent.name}: row counts of articles, alive and tfidf differ")
-        live_row = {r["id"]: i for i, r in enumerate(rows) if alive[i]}
+        if not parent.has("tfidf_indptr.npy") or alive.shape[0] != len(rows):
+            raise CorruptArtifactError(f"version {parent.name}: no tfidf rows, or row counts of articles and alive differ")
+        live_row = {r["id"]: i for i, r, live in zip(range(len(rows)), rows, alive.tolist()) if live}
+        # The stored TF-IDF rows are read only to compare re-sent articles (or as signatures of old builds).
+        sparse: sp.csr_matrix | None = None
+        if any(a.id in live_row for a in ingested.articles) or not parent.has("signature_indptr.npy"):
+            sparse = parent.sparse("tfidf", len(terms))
+            if sparse.shape[0] != len(rows):
+                raise CorruptArtifactError(f"version {parent.name}: row counts of articles and tfidf differ")
 
         docs = documents(ingested.articles, config)
         new_meta = article_rows(ingested.articles, docs)
@@ -533,39 +557,42 @@ def update(
         rows = rows + new_rows_meta
         alive = np.concatenate([alive, np.ones(n_new, dtype=bool)])
         # Pair scores use each row's top-weighted terms (signatures) when the build stored them.
-        signature = parent.sparse("signature", len(terms))
-        if signature is None:
+        if not parent.has("signature_indptr.npy"):
             params = replace(params, signature_terms=0)
-            new_signature, signature = new_sparse, append_rows(sparse, new_sparse)
+            new_signature = new_sparse
+            signature = append_rows(sparse, new_sparse)
         else:
             new_signature = prune_rows(new_sparse, params.signature_terms)
-            signature = append_rows(signature, new_signature)
-        dense = parent.rows_array("dense.npy")
+            signature = parent.sparse_with("signature", len(terms), new_signature)
+        dense = parent.rows_with("dense.npy", new_dense if n_new else None)
         index_parts = parent.index_parts()  # memory-mapped; the new rows get a part of their own
         if n_new:
-            dense = np.concatenate([dense, new_dense.astype(np.float32)])
             index_parts.append(flat(new_dense))
         index = index_parts[0] if len(index_parts) == 1 else stack(index_parts)
-        if index.ntotal != len(rows) or dense.shape[0] != len(rows):
-            raise CorruptArtifactError(f"version {parent.name}: row counts of articles, dense and index differ")
+        if index.ntotal != len(rows) or dense.shape[0] != len(rows) or signature.shape[0] != len(rows):
+            raise CorruptArtifactError(f"version {parent.name}: row counts of articles, dense, signatures and index differ")
         times = publication_times(rows)
-        expanded = parent.sparse("expanded", len(terms))
-        corpus = Corpus(index=index, sparse=signature, times=times, expanded=expanded, alive=alive, dense=dense)
-        lists = Lists(parent.array("neighbours.npy").copy(), parent.array("neighbour_scores.npy").copy())
+        has_expanded = parent.has("expanded_indptr.npy")
+        corpus = Corpus(index=index, sparse=signature, times=times, alive=alive, dense=dense)
         stage("load")
 
         # -- lists of the new rows -------------------------------------------------------------
         new_idx = np.arange(n_old, n_old + n_new)
+        new_expanded = None
         if n_new:
             queries = Queries(new_signature, new_dense, times[new_idx], self_ids=new_idx)
-            parts, new_expanded = score_rows(corpus, queries, params)
-            if expanded is not None:
-                if new_expanded is None:  # feedback off: the build stored plain rows
-                    new_expanded = new_signature
-                corpus.expanded = append_rows(expanded, new_expanded)
+            parts, new_expanded = score_rows(corpus, queries, params)  # does not read corpus.expanded
+            if has_expanded and new_expanded is None:  # feedback off: the build stored plain rows
+                new_expanded = new_signature
+        if has_expanded:
+            corpus.expanded = parent.sparse_with(
+                "expanded", len(terms), new_signature[:0] if new_expanded is None else new_expanded
+            )
+        if n_new:
             new_lists, cand_ids, cand_scores = finish_rows(corpus, queries, params, parts, new_expanded)
-            lists.ids = np.vstack([lists.ids, new_lists.ids])
-            lists.scores = np.vstack([lists.scores, new_lists.scores])
+        else:
+            new_lists = Lists(np.empty((0, params.k), np.int32), np.empty((0, params.k), np.float32))
+        lists = Lists(parent.rows_with("neighbours.npy", new_lists.ids), parent.rows_with("neighbour_scores.npy", new_lists.scores))
         stage("new_lists")
 
         # -- lists that lose a tombstoned row: refilled ---------------------------------------
@@ -622,8 +649,12 @@ def update(
                 folder = f"delta-{drift['updates_since_build']:04d}"
                 while any(part.startswith(f"{folder}/") for part in parent.files):
                     folder += "x"  # never reuse a parent's part name (a rolled-back lineage)
-                old_rows, before = tail(sparse, start)  # the parent's tfidf rows: the new ones are not in it
-                matrices = {"tfidf": (append_rows(old_rows, new_sparse) if compact else new_sparse, before)}
+                if compact:  # the parent's tfidf rows since the build, then the new ones
+                    sparse = parent.sparse("tfidf", len(terms)) if sparse is None else sparse
+                    old_rows, before = tail(sparse, start)
+                    matrices = {"tfidf": (append_rows(old_rows, new_sparse), before)}
+                else:
+                    matrices = {"tfidf": (new_sparse, parent.nnz("tfidf"))}
                 if "signature_indptr.npy" in parts:
                     matrices["signature"] = tail(signature, start)
                 if "expanded_indptr.npy" in parts and corpus.expanded is not None:

@@ -91,3 +91,11 @@ def test_analyzer_never_raises_and_returns_lowercase_unigrams(text, lang):
     for token in tokens:
         assert token and not any(c.isspace() for c in token)
         assert token == token.lower()
+
+
+def test_english_stop_words_are_scikit_learns():
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    from recommender.analysis import english_stop_words
+
+    assert english_stop_words() == ENGLISH_STOP_WORDS

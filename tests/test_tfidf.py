@@ -110,3 +110,36 @@ def test_parallel_counting_equals_single_process(monkeypatch, docs):
 
     assert sorted(terms_1) == sorted(terms_2)
     assert as_dicts(terms_1, counts_1) == as_dicts(terms_2, counts_2)
+
+
+@pytest.mark.parametrize("sublinear", [True, False])
+def test_transform_is_scikit_learns_arithmetic_bit_for_bit(docs, sublinear):
+    """transform re-does CountVectorizer + TfidfTransformer (to keep sklearn out of `related update`):
+    the rows must be identical, or a re-sent article would not be recognised as unchanged."""
+    from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer
+
+    text = TextConfig(sublinear_tf=sublinear)
+    vectorizer = ArticleVectorizer(text, REDUCE)
+    fitted_rows = vectorizer.fit_transform(docs).sparse
+    drafts = docs + [Document("en", "", "nothing known here"), Document("de", "Harbour", "harbour " * 40)]
+    counter = CountVectorizer(analyzer=vectorizer.analyze, vocabulary={t: i for i, t in enumerate(vectorizer.terms_)},
+                              dtype=np.float32)
+    weighting = TfidfTransformer(sublinear_tf=sublinear)
+    weighting.idf_ = vectorizer.idf_.astype(np.float64)
+    expected = weighting.transform(counter.transform(drafts)).astype(np.float32).tocsr()
+    got = vectorizer.transform(drafts).sparse
+    for a, b in ((got, expected), (got[: len(docs)], fitted_rows)):
+        assert a.dtype == b.dtype == np.float32
+        np.testing.assert_array_equal(a.indptr, b.indptr)
+        np.testing.assert_array_equal(a.indices, b.indices)
+        np.testing.assert_array_equal(a.data, b.data)
+    assert got[len(docs)].nnz == 0
+
+
+def test_dense_rows_are_normalized_like_scikit_learn(fitted, docs):
+    from sklearn.preprocessing import normalize
+
+    vectorizer, _ = fitted
+    raw = np.asarray(vectorizer.transform(docs).sparse[:, vectorizer.svd_columns_] @ vectorizer.components_.T,
+                     dtype=np.float32)
+    np.testing.assert_array_equal(tfidf.l2_dense(raw), normalize(raw))
