@@ -31,7 +31,7 @@ from recommender.sources import read_source, write_rejects
 from recommender.tfidf import ArticleVectorizer, Document, Vectors
 
 log = logging.getLogger("related.build")
-ARTIFACT_LAYOUT = 3  # bump when the files of a version change meaning: old versions are then rebuilt
+ARTIFACT_LAYOUT = 4  # bump when the files of a version change meaning: old versions are then rebuilt
 LIBRARIES = ("related-articles", "numpy", "scipy", "scikit-learn", "faiss-cpu")
 
 
@@ -120,6 +120,7 @@ def write_version(
     vectorizer: ArticleVectorizer,
     sparse: sp.csr_matrix,
     dense: np.ndarray,
+    coverage: np.ndarray,
     corpus: Corpus,
     neighbours: tuple[np.ndarray, np.ndarray],
     rows: list[dict],
@@ -135,6 +136,7 @@ def write_version(
     if corpus.expanded is not None:
         save_sparse(writer, "expanded", corpus.expanded)
     writer.save_array("dense.npy", dense)
+    writer.save_array("lsa_coverage.npy", coverage)
     writer.save_index("index.faiss", corpus.index)
     writer.save_array("neighbours.npy", neighbours[0])
     writer.save_array("neighbour_scores.npy", neighbours[1])
@@ -219,7 +221,7 @@ def build(
 
         with VersionWriter(data_dir) as writer:
             write_version(
-                writer, vectorizer=vectorizer, sparse=vectors.sparse, dense=vectors.dense, corpus=corpus, neighbours=(ids, scores),
+                writer, vectorizer=vectorizer, sparse=vectors.sparse, dense=vectors.dense, coverage=vectors.coverage, corpus=corpus, neighbours=(ids, scores),
                 rows=rows, alive=np.ones(n, dtype=bool),
             )
             write_rejects(ingested.rejects, writer.path("rejects.jsonl"))

@@ -16,6 +16,7 @@ from datetime import datetime
 import numpy as np
 import scipy.sparse as sp
 
+from index.sparse_kernels import SortedRows
 from recommender.config import PolicyConfig
 
 DAY = 86_400.0
@@ -52,8 +53,12 @@ class Catalog:
     url_key: list[str | None]
     title_key: list[str]
     sparse: sp.csr_matrix
+    dense: np.ndarray  # [n, dims] float32, L2-normalized LSA vectors
+    coverage: np.ndarray  # [n] float32, LSA norm before normalizing (tfidf.Vectors); 0 when unknown
 
     def __post_init__(self) -> None:
+        self.rows = SortedRows(self.sparse)
+        self.sparse = self.rows.matrix
         # Small integer codes: comparing them is much faster than comparing strings.
         self._langs: dict[object, int] = {}
         self.lang_codes = np.array([self._langs.setdefault(x, len(self._langs)) for x in self.lang], dtype=np.int32)
@@ -90,14 +95,30 @@ class Catalog:
 
 @dataclass(frozen=True)
 class QueryContext:
-    """What the policy knows of the query: a stored article's row or a draft's vectors."""
+    """What the policy knows of the query: a stored article's row or a draft's vectors.
 
-    sparse: sp.csr_matrix  # [1, V]
+    The TF-IDF row is addressed as (`source`, `source_row`), not copied out: slicing a row
+    out of a scipy matrix costs more than ranking a precomputed list.
+    """
+
+    source: SortedRows  # holds the query's TF-IDF row
+    source_row: int
+    dense: np.ndarray  # [dims] float32
+    coverage: float  # as Catalog.coverage
     lang: str
     published: float  # epoch seconds, NaN for unknown
     row: int | None = None
     url_key: str | None = None
     title_key: str | None = None
+
+    @property
+    def sparse(self) -> sp.csr_matrix:
+        """The query's TF-IDF row as a [1, V] matrix."""
+        return self.source.matrix[self.source_row]
+
+    def cosines(self, catalog: Catalog, rows: np.ndarray) -> np.ndarray:
+        """Exact TF-IDF cosine of the query with catalog rows."""
+        return self.source.dots(np.full(len(rows), self.source_row), catalog.rows, rows)
 
 
 @dataclass
@@ -116,7 +137,8 @@ class Policy:
         self, catalog: Catalog, ctx: QueryContext, query: RelatedQuery, rows: np.ndarray, scores: np.ndarray | None = None
     ) -> np.ndarray:
         """Boolean mask over `rows`: alive, not the query, not excluded, language/section/age filters."""
-        keep = (rows >= 0) & catalog.alive[np.maximum(rows, 0)]
+        safe = np.maximum(rows, 0)
+        keep = (rows >= 0) & catalog.alive[safe]
         if scores is not None:
             keep &= scores > 0  # nothing in common is not related, whatever the filters say
         if ctx.row is not None:
@@ -125,34 +147,67 @@ class Policy:
             excluded = [catalog.row_of[i] for i in query.exclude if i in catalog.row_of]
             keep &= ~np.isin(rows, excluded)
         lang = query.lang or (ctx.lang if self.config.same_language else ANY_LANGUAGE)
-        safe = np.maximum(rows, 0)
         if lang != ANY_LANGUAGE:
             keep &= catalog.lang_codes[safe] == catalog.lang_code(lang)
         if query.categories:
             keep &= np.isin(catalog.category[safe], list(query.categories))
         if query.exclude_categories:
             keep &= ~np.isin(catalog.category[safe], list(query.exclude_categories))
-        published = catalog.published[safe]
         if query.max_age_days is not None:
             anchor = ctx.published if query.relative_to == "article" and not math.isnan(ctx.published) else time.time()
-            keep &= published >= anchor - query.max_age_days * DAY
+            keep &= catalog.published[safe] >= anchor - query.max_age_days * DAY
         if query.since is not None:
-            keep &= published >= query.since.timestamp()
+            keep &= catalog.published[safe] >= query.since.timestamp()
         return keep
 
     # -- duplicates ----------------------------------------------------------------------
-    def _copies(
-        self, catalog: Catalog, rows: np.ndarray, others: np.ndarray, cosine: np.ndarray
-    ) -> np.ndarray:
-        """copy[i, j]: rows[i] and others[j] are the same article (near-identical text, or the
-        same headline or URL over very similar text)."""
+    def _is_copy(self, cosine: np.ndarray, same_title_or_url: np.ndarray) -> np.ndarray:
+        """Near-identical text, or the same headline or URL over very similar text (a recurring
+        headline such as "Weather" or "Letters" over different text is no copy)."""
         copy = cosine >= self.config.duplicate_threshold
         if self.config.duplicate_same_title:
-            # A recurring headline ("Weather", "Letters") over different text is no copy.
-            similar = cosine >= SAME_TITLE_MIN_COSINE
-            for codes in (catalog.title_codes, catalog.url_codes):
-                a, b = codes[rows][:, None], codes[others][None, :]
-                copy |= similar & (a == b) & (a >= 0)
+            copy |= same_title_or_url & (cosine >= SAME_TITLE_MIN_COSINE)
+        return copy
+
+    def _may_copy(self, coverage_a: np.ndarray, coverage_b: np.ndarray, dense_cosine: np.ndarray) -> np.ndarray:
+        """Whether two rows can be copies, from their LSA vectors alone (no false negatives).
+
+        The SVD projection P has orthonormal rows, so |Pa - Pb| <= |a - b| = sqrt(2 - 2 cos(a, b)),
+        and |Pa - Pb|^2 = ra^2 + rb^2 - 2 ra rb cos(Pa, Pb) with ra = |Pa| (the coverage). Only
+        pairs passing this bound get the exact TF-IDF cosine.
+        """
+        lowest = self.config.duplicate_threshold
+        if self.config.duplicate_same_title:
+            lowest = min(lowest, SAME_TITLE_MIN_COSINE)
+        distance = coverage_a**2 + coverage_b**2 - 2 * coverage_a * coverage_b * dense_cosine
+        return distance <= 2 - 2 * lowest + 1e-3  # float32 rounding
+
+    def _copies_of_query(self, catalog: Catalog, ctx: QueryContext, rows: np.ndarray) -> np.ndarray:
+        copy = np.zeros(len(rows), dtype=bool)
+        near = np.flatnonzero(self._may_copy(catalog.coverage[rows], ctx.coverage, catalog.dense[rows] @ ctx.dense))
+        if len(near):
+            title, url = catalog.title_code(ctx.title_key), catalog.url_code(ctx.url_key)
+            same = ((catalog.title_codes[rows[near]] == title) & (title >= 0)) | (
+                (catalog.url_codes[rows[near]] == url) & (url >= 0)
+            )
+            copy[near] = self._is_copy(ctx.cosines(catalog, rows[near]), same)
+        return copy
+
+    def _copies(self, catalog: Catalog, rows: np.ndarray, others: np.ndarray) -> np.ndarray:
+        """copy[i, j]: rows[i] and others[j] are the same article."""
+        copy = np.zeros((len(rows), len(others)), dtype=bool)
+        cosine = catalog.dense[rows] @ catalog.dense[others].T
+        near_i, near_j = np.nonzero(
+            self._may_copy(catalog.coverage[rows][:, None], catalog.coverage[others][None, :], cosine)
+        )
+        keep = rows[near_i] != others[near_j]
+        near_i, near_j = near_i[keep], near_j[keep]
+        if len(near_i):
+            a, b = rows[near_i], others[near_j]
+            same = ((catalog.title_codes[a] == catalog.title_codes[b]) & (catalog.title_codes[a] >= 0)) | (
+                (catalog.url_codes[a] == catalog.url_codes[b]) & (catalog.url_codes[a] >= 0)
+            )
+            copy[near_i, near_j] = self._is_copy(catalog.rows.dots(a, catalog.rows, b), same)
         return copy
 
     def collapse_duplicates(
@@ -161,32 +216,25 @@ class Policy:
         """Copies of the query go; each group of copies keeps one item (the freshest) at its best rank.
 
         Walks the candidates in blocks and stops once `pool` distinct items are kept, so a
-        wide fallback search costs a few small sparse products, not one per pair.
+        wide fallback search costs a few small products, not one per pair. Only pairs whose
+        LSA vectors are close enough get the exact TF-IDF check (`_may_copy`).
         """
         kept: list[int] = []  # positions in rows of group leaders
         groups: dict[int, list[int]] = {}
         block_size = max(2 * pool, 32)
-        query_title = catalog.title_code(ctx.title_key)
-        query_url = catalog.url_code(ctx.url_key)
         for start in range(0, len(rows), block_size):
             if len(kept) >= pool:
                 break
             block = np.arange(start, min(len(rows), start + block_size))
             compared = np.concatenate([np.asarray(kept, dtype=np.int64), block])  # leaders so far, then this block
-            vectors = catalog.sparse[rows[compared]]
-            block_vectors = vectors[len(kept) :]
-            to_query = np.asarray((block_vectors @ ctx.sparse.T).todense()).ravel()
-            copies_query = to_query >= self.config.duplicate_threshold
-            if self.config.duplicate_same_title:
-                same = (catalog.title_codes[rows[block]] == query_title) & (query_title >= 0)
-                same |= (catalog.url_codes[rows[block]] == query_url) & (query_url >= 0)
-                copies_query |= same & (to_query >= SAME_TITLE_MIN_COSINE)
-            copy = self._copies(catalog, rows[block], rows[compared], (block_vectors @ vectors.T).toarray())
+            copies_query = self._copies_of_query(catalog, ctx, rows[block])
+            copy = self._copies(catalog, rows[block], rows[compared])
+            has_copy = copy.any(axis=1)
             column = {int(p): c for c, p in enumerate(compared)}
             for b, pos in enumerate(block.tolist()):
                 if copies_query[b]:
                     continue
-                leader = next((k for k in kept if copy[b, column[k]]), None)
+                leader = next((k for k in kept if copy[b, column[k]]), None) if has_copy[b] else None
                 if leader is not None:
                     groups[leader].append(pos)
                 elif len(kept) < pool:
@@ -194,9 +242,10 @@ class Policy:
                     groups[pos] = [pos]
         result = []
         for leader in kept:
-            freshest = max(groups[leader], key=lambda p: np.nan_to_num(catalog.published[rows[p]], nan=-np.inf))
+            members = groups[leader]
+            chosen = leader if len(members) == 1 else max(members, key=lambda p: _time_key(catalog.published[rows[p]]))
             score = float(scores[leader])
-            result.append(RankedItem(int(rows[freshest]), score, {"text": round(score, 4)}))
+            result.append(RankedItem(int(rows[chosen]), score, {"text": round(score, 4)}))
         return result
 
     # -- scoring -----------------------------------------------------------------------------
@@ -268,6 +317,10 @@ class Policy:
         items = self.cap_categories(catalog, items)
         items = self.diversify(catalog, items, query.limit)
         return items[: query.limit]
+
+
+def _time_key(published: float) -> float:
+    return -math.inf if math.isnan(published) else published
 
 
 def shared_terms(

@@ -15,6 +15,7 @@ import scipy.sparse as sp
 
 from index.artifacts import Version, current_version
 from index.errors import CorruptArtifactError, NoIndexError
+from index.sparse_kernels import SortedRows
 from index.neighbours import Corpus, Queries, prune_rows, query_neighbours, score_candidates
 from recommender.analysis import detect_language
 from recommender.config import PipelineConfig
@@ -86,6 +87,12 @@ class RelatedIndex:
             url_key=[Catalog.normalize_url(a.get("url")) for a in self.articles],
             title_key=[Catalog.normalize_title(a.get("title") or "") for a in self.articles],
             sparse=load_sparse(version, "tfidf", len(terms)),
+            dense=self.dense,
+            # Older versions lack coverage: zeros make every pair get the exact check.
+            coverage=(
+                version.array("lsa_coverage.npy") if version.has("lsa_coverage.npy")
+                else np.zeros(len(self.articles), np.float32)
+            ),
         )
         self.corpus = Corpus(
             index=self.faiss,
@@ -124,7 +131,10 @@ class RelatedIndex:
     def context(self, row: int) -> QueryContext:
         """What the ranking policy knows of a stored article used as the query."""
         return QueryContext(
-            sparse=self.catalog.sparse[row],
+            source=self.catalog.rows,
+            source_row=row,
+            dense=self.dense[row],
+            coverage=float(self.catalog.coverage[row]),
             lang=self.articles[row].get("lang") or self.config.text.default_lang,
             published=float(self.catalog.published[row]),
             row=row,
@@ -160,7 +170,10 @@ class RelatedIndex:
         lang = lang or detect_language(f"{title}. {body}", self.config.text.default_lang)
         vectors = self.vectorizer.transform([Document(lang=lang, title=title, body=body)])
         ctx = QueryContext(
-            sparse=vectors.sparse,
+            source=SortedRows(vectors.sparse),
+            source_row=0,
+            dense=vectors.dense[0],
+            coverage=float(vectors.coverage[0]),
             lang=lang,
             published=math.nan,
             title_key=Catalog.normalize_title(title),

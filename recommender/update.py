@@ -72,7 +72,7 @@ UNCHANGED = ("vocabulary.json", "display_terms.json", "idf.npy", "svd_components
 # Files an update rewrites. A version holding any other file is refused: an update that does not
 # know a (new) per-article artifact would copy it unchanged and leave it out of step with the rows.
 REWRITTEN = (
-    "articles.jsonl", "alive.npy", "dense.npy", "index.faiss", "neighbours.npy", "neighbour_scores.npy",
+    "articles.jsonl", "alive.npy", "dense.npy", "lsa_coverage.npy", "index.faiss", "neighbours.npy", "neighbour_scores.npy",
     "tfidf_data.npy", "tfidf_indices.npy", "tfidf_indptr.npy",
     "expanded_data.npy", "expanded_indices.npy", "expanded_indptr.npy",
     "signature_data.npy", "signature_indices.npy", "signature_indptr.npy", "rejects.jsonl",
@@ -472,9 +472,12 @@ def update(
             new_signature = prune_rows(new_sparse, params.signature_terms)
             signature = sp.vstack([signature, new_signature], format="csr", dtype=np.float32)
         dense = parent.array("dense.npy")
+        coverage = parent.array("lsa_coverage.npy") if parent.has("lsa_coverage.npy") else None
         index = parent.index()  # in memory, not mapped: vectors are added
         if n_new:
             dense = np.vstack([dense, new_dense]).astype(np.float32)
+            if coverage is not None:
+                coverage = np.concatenate([coverage, vectors.coverage[pick]]).astype(np.float32)
             add_vectors(index, new_dense)
         times = publication_times(rows)
         expanded = parent.sparse("expanded", len(terms))
@@ -543,6 +546,8 @@ def update(
             if corpus.expanded is not None:
                 save_sparse(writer, "expanded", corpus.expanded)
             writer.save_array("dense.npy", dense)
+            if coverage is not None:
+                writer.save_array("lsa_coverage.npy", coverage)
             writer.save_index("index.faiss", index)
             writer.save_array("neighbours.npy", lists.ids)
             writer.save_array("neighbour_scores.npy", lists.scores)
