@@ -472,8 +472,12 @@ class Version:
         return path
 
     def array(self, name: str, *, mmap: bool = True) -> np.ndarray:
-        """Load a .npy; memory-mapped read-only by default (shared page cache)."""
-        return np.load(self.file(name), mmap_mode="r" if mmap else None, allow_pickle=False)
+        """Load a .npy; memory-mapped read-only by default (shared page cache).
+
+        A mapped array comes back as a plain ndarray view of the map: indexing an np.memmap
+        wraps every result in a memmap object, which costs more than the indexing itself.
+        """
+        return np.asarray(np.load(self.file(name), mmap_mode="r" if mmap else None, allow_pickle=False))
 
     def json(self, name: str) -> Any:
         return json.loads(self.file(name).read_text(encoding="utf-8"))

@@ -182,33 +182,33 @@ class Policy:
         distance = coverage_a**2 + coverage_b**2 - 2 * coverage_a * coverage_b * dense_cosine
         return distance <= 2 - 2 * lowest + 1e-3  # float32 rounding
 
-    def _copies_of_query(self, catalog: Catalog, ctx: QueryContext, rows: np.ndarray) -> np.ndarray:
-        copy = np.zeros(len(rows), dtype=bool)
-        near = np.flatnonzero(self._may_copy(catalog.coverage[rows], ctx.coverage, catalog.dense[rows] @ ctx.dense))
-        if len(near):
-            title, url = catalog.title_code(ctx.title_key), catalog.url_code(ctx.url_key)
-            same = ((catalog.title_codes[rows[near]] == title) & (title >= 0)) | (
-                (catalog.url_codes[rows[near]] == url) & (url >= 0)
-            )
-            copy[near] = self._is_copy(ctx.cosines(catalog, rows[near]), same)
-        return copy
-
-    def _copies(self, catalog: Catalog, rows: np.ndarray, others: np.ndarray) -> np.ndarray:
-        """copy[i, j]: rows[i] and others[j] are the same article."""
-        copy = np.zeros((len(rows), len(others)), dtype=bool)
-        cosine = catalog.dense[rows] @ catalog.dense[others].T
-        near_i, near_j = np.nonzero(
-            self._may_copy(catalog.coverage[rows][:, None], catalog.coverage[others][None, :], cosine)
-        )
-        keep = rows[near_i] != others[near_j]
-        near_i, near_j = near_i[keep], near_j[keep]
-        if len(near_i):
-            a, b = rows[near_i], others[near_j]
-            same = ((catalog.title_codes[a] == catalog.title_codes[b]) & (catalog.title_codes[a] >= 0)) | (
-                (catalog.url_codes[a] == catalog.url_codes[b]) & (catalog.url_codes[a] >= 0)
-            )
-            copy[near_i, near_j] = self._is_copy(catalog.rows.dots(a, catalog.rows, b), same)
-        return copy
+    def _block_copies(
+        self, catalog: Catalog, ctx: QueryContext, block: np.ndarray, compared: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """For catalog rows `block` (the tail of `compared`): which are copies of the query, and
+        copy[b, c]: block[b] and compared[c] are the same article (never a row with itself)."""
+        n, lead = len(block), len(compared) - len(block)
+        vectors = np.vstack([catalog.dense[compared], ctx.dense[None, :]])  # the query is the last column
+        coverage = np.append(catalog.coverage[compared], np.float32(ctx.coverage))
+        may = self._may_copy(coverage[lead:-1, None], coverage[None, :], vectors[lead:-1] @ vectors.T)
+        may[np.arange(n), lead + np.arange(n)] = False
+        copy = np.zeros(may.shape, dtype=bool)
+        b, c = np.nonzero(may)
+        if len(b):
+            query = c == len(compared)
+            left, right = block[b], compared[np.minimum(c, len(compared) - 1)]
+            cosine = np.empty(len(b), dtype=np.float32)
+            cosine[query] = ctx.source.dots(np.full(int(query.sum()), ctx.source_row), catalog.rows, left[query])
+            cosine[~query] = catalog.rows.dots(left[~query], catalog.rows, right[~query])
+            same = np.zeros(len(b), dtype=bool)
+            for codes, query_code in (
+                (catalog.title_codes, catalog.title_code(ctx.title_key)),
+                (catalog.url_codes, catalog.url_code(ctx.url_key)),
+            ):
+                other = np.where(query, query_code, codes[right])
+                same |= (codes[left] == other) & (other >= 0)
+            copy[b, c] = self._is_copy(cosine, same)
+        return copy[:, -1], copy[:, :-1]
 
     def collapse_duplicates(
         self, catalog: Catalog, ctx: QueryContext, rows: np.ndarray, scores: np.ndarray, pool: int
@@ -221,14 +221,13 @@ class Policy:
         """
         kept: list[int] = []  # positions in rows of group leaders
         groups: dict[int, list[int]] = {}
-        block_size = max(2 * pool, 32)
+        block_size = max(2 * pool, 16)
         for start in range(0, len(rows), block_size):
             if len(kept) >= pool:
                 break
             block = np.arange(start, min(len(rows), start + block_size))
             compared = np.concatenate([np.asarray(kept, dtype=np.int64), block])  # leaders so far, then this block
-            copies_query = self._copies_of_query(catalog, ctx, rows[block])
-            copy = self._copies(catalog, rows[block], rows[compared])
+            copies_query, copy = self._block_copies(catalog, ctx, rows[block], rows[compared])
             has_copy = copy.any(axis=1)
             column = {int(p): c for c, p in enumerate(compared)}
             for b, pos in enumerate(block.tolist()):

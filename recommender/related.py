@@ -24,6 +24,7 @@ from recommender.ranking import Catalog, Policy, QueryContext, RankedItem, Relat
 from recommender.tfidf import ArticleVectorizer, Document
 
 WIDE_SEARCH_MIN = 500
+ITEM_FIELDS = ("id", "title", "url", "published", "category", "lang")  # what a sidebar renders
 
 
 @dataclass
@@ -234,15 +235,8 @@ class RelatedIndex:
 
     def _item(self, ctx: QueryContext, item: RankedItem, explain: bool) -> dict:
         meta = self.articles[item.row]
-        out = {
-            "id": meta["id"],
-            "title": meta.get("title"),
-            "url": meta.get("url"),
-            "published": meta.get("published"),
-            "category": meta.get("category"),
-            "lang": meta.get("lang"),
-            "score": round(item.score, 4),
-        }
+        out = {name: meta.get(name) for name in ITEM_FIELDS}
+        out["score"] = round(item.score, 4)
         if explain:
             out["why"] = shared_terms(
                 ctx.sparse, self.catalog.sparse[item.row], self.display_terms, self.config.policy.why_terms
