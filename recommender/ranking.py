@@ -38,6 +38,20 @@ class RelatedQuery:
     relative_to: str = "now"  # "now" or "article": what max_age_days counts back from
     explain: bool = False
 
+    def filters_for(self, lang: str) -> bool:
+        """Whether this query filters more than the policy's defaults for an article in `lang`."""
+        return bool(
+            self.exclude or self.categories or self.exclude_categories or self.max_age_days is not None
+            or self.since is not None or (self.lang is not None and self.lang != lang)
+        )
+
+
+def epoch(published: str | None) -> float:
+    """ISO 8601 -> epoch seconds; NaN when unknown."""
+    if not published:
+        return math.nan
+    return datetime.fromisoformat(published.replace("Z", "+00:00")).timestamp()
+
 
 @dataclass
 class Catalog:
@@ -69,6 +83,26 @@ class Catalog:
         self._urls: dict[str, int] = {}
         self.url_codes = np.array(
             [self._urls.setdefault(u, len(self._urls)) if u else -1 for u in self.url_key], dtype=np.int64
+        )
+
+    @classmethod
+    def from_rows(
+        cls, rows: list[dict], *, sparse: sp.csr_matrix, dense: np.ndarray, coverage: np.ndarray, alive: np.ndarray
+    ) -> Catalog:
+        """From the metadata rows of articles.jsonl and the vectors aligned with them."""
+        return cls(
+            ids=[a["id"] for a in rows],
+            row_of={a["id"]: row for row, a in enumerate(rows)},
+            lang=np.array([a.get("lang") for a in rows], dtype=object),
+            category=np.array([a.get("category") for a in rows], dtype=object),
+            published=np.array([epoch(a.get("published")) for a in rows], dtype=np.float64),
+            evergreen=np.array([bool(a.get("evergreen")) for a in rows], dtype=bool),
+            alive=np.asarray(alive, dtype=bool),
+            url_key=[cls.normalize_url(a.get("url")) for a in rows],
+            title_key=[cls.normalize_title(a.get("title") or "") for a in rows],
+            sparse=sparse,
+            dense=dense,
+            coverage=coverage,
         )
 
     def lang_code(self, lang: str) -> int:

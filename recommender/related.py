@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from recommender.analysis import detect_language
 from recommender.config import PipelineConfig
 from recommender.errors import ArticleNotFoundError
 from recommender.ranking import Catalog, Policy, QueryContext, RankedItem, RelatedQuery, shared_terms
+from recommender.served import precomputable
 from recommender.tfidf import ArticleVectorizer, Document
 
 WIDE_SEARCH_MIN = 500
@@ -33,12 +33,6 @@ class RelatedList:
     index_version: str
     items: list[dict]
     fill_reason: str | None = None
-
-
-def epoch(published: str | None) -> float:
-    if not published:
-        return math.nan
-    return datetime.fromisoformat(published.replace("Z", "+00:00")).timestamp()
 
 
 def load_sparse(version: Version, prefix: str, n_terms: int, *, required: bool = True) -> sp.csr_matrix | None:
@@ -70,23 +64,14 @@ class RelatedIndex:
         # Readable forms ("occupied", not the stem "occupi") for `why`; older versions have none.
         self.display_terms: list[str] = version.json("display_terms.json") if version.has("display_terms.json") else terms
         self.articles: list[dict] = version.jsonl("articles.jsonl")
-        self.row_of: dict[str, int] = {a["id"]: row for row, a in enumerate(self.articles)}
         self.neighbours = version.array("neighbours.npy")
         self.neighbour_scores = version.array("neighbour_scores.npy")
         self.dense = version.array("dense.npy")
         self.faiss = version.index(
             "index.faiss", ef_search=self.config.index.ef_search, nprobe=self.config.index.nprobe
         )
-        self.catalog = Catalog(
-            ids=[a["id"] for a in self.articles],
-            row_of=self.row_of,
-            lang=np.array([a.get("lang") for a in self.articles], dtype=object),
-            category=np.array([a.get("category") for a in self.articles], dtype=object),
-            published=np.array([epoch(a.get("published")) for a in self.articles], dtype=np.float64),
-            evergreen=np.array([bool(a.get("evergreen")) for a in self.articles], dtype=bool),
-            alive=np.asarray(version.array("alive.npy", mmap=False), dtype=bool),
-            url_key=[Catalog.normalize_url(a.get("url")) for a in self.articles],
-            title_key=[Catalog.normalize_title(a.get("title") or "") for a in self.articles],
+        self.catalog = Catalog.from_rows(
+            self.articles,
             sparse=load_sparse(version, "tfidf", len(terms)),
             dense=self.dense,
             # Older versions lack coverage: zeros make every pair get the exact check.
@@ -94,7 +79,9 @@ class RelatedIndex:
                 version.array("lsa_coverage.npy") if version.has("lsa_coverage.npy")
                 else np.zeros(len(self.articles), np.float32)
             ),
+            alive=version.array("alive.npy", mmap=False),
         )
+        self.row_of = self.catalog.row_of
         self.corpus = Corpus(
             index=self.faiss,
             sparse=load_sparse(version, "signature", len(terms)),
@@ -104,6 +91,10 @@ class RelatedIndex:
             dense=self.dense,
         )
         self.policy = Policy(self.config.policy)
+        # Lists the policy gives unfiltered requests, precomputed by the build (served.py).
+        self.served: tuple[np.ndarray, np.ndarray] | None = None
+        if version.has("served.npy") and precomputable(self.config.policy):
+            self.served = (version.array("served.npy"), version.array("served_scores.npy"))
 
     @classmethod
     def open(cls, data_dir: Path, *, verify: bool = True) -> RelatedIndex:
@@ -162,6 +153,11 @@ class RelatedIndex:
         if row is None or not self.catalog.alive[row]:
             raise ArticleNotFoundError(f"article {article_id!r} is not in index version {self.name}")
         ctx = self.context(row)
+        if policy is None and self.served is not None and not query.filters_for(ctx.lang):
+            rows = self.served[0][row, : query.limit]
+            if len(rows) == query.limit and rows[-1] >= 0 and self.catalog.alive[rows].all():
+                items = [RankedItem(int(r), float(s), {"text": round(float(s), 4)}) for r, s in zip(rows, self.served[1][row])]
+                return RelatedList(article_id, self.name, [self._item(ctx, i, query.explain) for i in items])
         dense = self.dense[row : row + 1]
         return self._serve(article_id, ctx, dense, query, policy or self.policy, self.neighbours[row], self.neighbour_scores[row])
 

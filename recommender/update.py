@@ -62,6 +62,8 @@ from index.neighbours import (
 from recommender.build import article_rows, documents, library_versions, publication_times, save_sparse
 from recommender.config import BuildConfig, PipelineConfig
 from recommender.errors import RelatedError
+from recommender.ranking import Catalog
+from recommender.served import precomputable, served_lists
 from recommender.sources import read_source, write_rejects
 from recommender.tfidf import ArticleVectorizer, Document
 
@@ -73,6 +75,7 @@ UNCHANGED = ("vocabulary.json", "display_terms.json", "idf.npy", "svd_components
 # know a (new) per-article artifact would copy it unchanged and leave it out of step with the rows.
 REWRITTEN = (
     "articles.jsonl", "alive.npy", "dense.npy", "lsa_coverage.npy", "index.faiss", "neighbours.npy", "neighbour_scores.npy",
+    "served.npy", "served_scores.npy",
     "tfidf_data.npy", "tfidf_indices.npy", "tfidf_indptr.npy",
     "expanded_data.npy", "expanded_indices.npy", "expanded_indptr.npy",
     "signature_data.npy", "signature_indices.npy", "signature_indptr.npy", "rejects.jsonl",
@@ -520,6 +523,25 @@ def update(
             report.refilled = int(stale.size)
         stage("refresh")
 
+        # -- served lists, for the lists that changed -----------------------------------------
+        served = None
+        if parent.has("served.npy") and coverage is not None and precomputable(config.policy):
+            old_ids, old_scores = parent.array("neighbours.npy"), parent.array("neighbour_scores.npy")
+            changed = np.flatnonzero(
+                (lists.ids[:n_old] != old_ids).any(axis=1) | (lists.scores[:n_old] != old_scores).any(axis=1)
+            )
+            changed = np.concatenate([changed, new_idx])
+            old_served = parent.array("served.npy")
+            served = (
+                np.vstack([old_served, np.full((n_new, old_served.shape[1]), -1, np.int32)]),
+                np.vstack([parent.array("served_scores.npy"), np.zeros((n_new, old_served.shape[1]), np.float32)]),
+            )
+            catalog = Catalog.from_rows(rows, sparse=sparse, dense=dense, coverage=coverage, alive=alive)
+            served[0][changed], served[1][changed] = served_lists(
+                config.policy, catalog, lists.ids, lists.scores, changed, width=old_served.shape[1]
+            )
+        stage("served")
+
         # -- drift -----------------------------------------------------------------------------
         drift = base_drift(parent.manifest)
         tokens, oov = oov_counts(vectorizer, new_docs)
@@ -551,6 +573,9 @@ def update(
             writer.save_index("index.faiss", index)
             writer.save_array("neighbours.npy", lists.ids)
             writer.save_array("neighbour_scores.npy", lists.scores)
+            if served is not None:
+                writer.save_array("served.npy", served[0])
+                writer.save_array("served_scores.npy", served[1])
             writer.save_array("alive.npy", alive)
             with open(writer.path("articles.jsonl"), "wb") as handle:  # old rows never change: append
                 handle.write(articles_bytes if not articles_bytes or articles_bytes.endswith(b"\n") else articles_bytes + b"\n")

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from index.sparse_kernels import SortedRows
 from recommender import ranking
 from recommender.config import PolicyConfig
-from recommender.ranking import Catalog, Policy, QueryContext, RelatedQuery, shared_terms
-from recommender.related import RelatedIndex, epoch
+from recommender.ranking import Catalog, Policy, QueryContext, RelatedQuery, epoch, shared_terms
+from recommender.related import RelatedIndex
 from tests.corpora import POLICY_BUILD, STORIES, day, newsroom, open_index, policy_scenarios, story_article
 
 
