@@ -33,7 +33,7 @@ from recommender.sources import read_source, write_rejects
 from recommender.tfidf import ArticleVectorizer, Document, Vectors
 
 log = logging.getLogger("related.build")
-ARTIFACT_LAYOUT = 4  # bump when the files of a version change meaning: old versions are then rebuilt
+ARTIFACT_LAYOUT = 5  # bump when the files of a version change meaning: old versions are then rebuilt
 LIBRARIES = ("related-articles", "numpy", "scipy", "scikit-learn", "faiss-cpu")
 
 
