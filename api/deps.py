@@ -41,7 +41,7 @@ async def get_cache(request: Request) -> ResponseCache:
     return request.app.state.cache
 
 
-async def get_index(request: Request) -> RelatedIndex:
+def current_index(request: Request) -> RelatedIndex:
     """The index version for this request, grabbed once: a reload mid-request does not affect it."""
     holder: IndexHolder = request.app.state.holder
     index = holder.index
@@ -51,7 +51,11 @@ async def get_index(request: Request) -> RelatedIndex:
     return index
 
 
-async def related_params(request: Request) -> RelatedParams:
+async def get_index(request: Request) -> RelatedIndex:
+    return current_index(request)
+
+
+def parse_related_params(request: Request) -> RelatedParams:
     """Query string -> RelatedParams in one pydantic call.
 
     FastAPI's own query-model parsing inspects every field's annotation on every request and
@@ -96,5 +100,4 @@ HolderDep = Annotated[IndexHolder, Depends(get_holder)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 CacheDep = Annotated[ResponseCache, Depends(get_cache)]
 IndexDep = Annotated[RelatedIndex, Depends(get_index)]
-RelatedParamsDep = Annotated[RelatedParams, Depends(related_params)]
 AdminDep = Annotated[None, Depends(require_admin)]

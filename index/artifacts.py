@@ -500,11 +500,13 @@ class Version:
         """Load a .npy; memory-mapped read-only by default (shared page cache).
 
         An artifact stored as segments is their concatenation, read-only (see index.segments).
+        A mapped array comes back as a plain ndarray view of the map: indexing an np.memmap
+        wraps every result in a memmap object, which costs more than the indexing itself.
         """
         paths = self.paths(name)
         if len(paths) > 1:
             return segments.concatenate(name, paths)
-        return np.load(paths[0], mmap_mode="r" if mmap else None, allow_pickle=False)
+        return np.asarray(np.load(paths[0], mmap_mode="r" if mmap else None, allow_pickle=False))
 
     def json(self, name: str) -> Any:
         return json.loads(self.file(name).read_text(encoding="utf-8"))

@@ -27,11 +27,13 @@ from recommender.articles import Article, Ingested
 from recommender.config import PipelineConfig
 from recommender.errors import RelatedError
 from recommender.gate import GateRefused, GateResult
+from recommender.ranking import Catalog
+from recommender.served import precomputable, served_lists
 from recommender.sources import read_source, write_rejects
 from recommender.tfidf import ArticleVectorizer, Document, Vectors
 
 log = logging.getLogger("related.build")
-ARTIFACT_LAYOUT = 3  # bump when the files of a version change meaning: old versions are then rebuilt
+ARTIFACT_LAYOUT = 5  # bump when the files of a version change meaning: old versions are then rebuilt
 LIBRARIES = ("related-articles", "numpy", "scipy", "scikit-learn", "faiss-cpu")
 
 
@@ -120,8 +122,10 @@ def write_version(
     vectorizer: ArticleVectorizer,
     sparse: sp.csr_matrix,
     dense: np.ndarray,
+    coverage: np.ndarray,
     corpus: Corpus,
     neighbours: tuple[np.ndarray, np.ndarray],
+    served: tuple[np.ndarray, np.ndarray] | None,
     rows: list[dict],
     alive: np.ndarray,
 ) -> None:
@@ -135,9 +139,13 @@ def write_version(
     if corpus.expanded is not None:
         save_sparse(writer, "expanded", corpus.expanded)
     writer.save_array("dense.npy", dense)
+    writer.save_array("lsa_coverage.npy", coverage)
     writer.save_index("index.faiss", corpus.index)
     writer.save_array("neighbours.npy", neighbours[0])
     writer.save_array("neighbour_scores.npy", neighbours[1])
+    if served is not None:
+        writer.save_array("served.npy", served[0])
+        writer.save_array("served_scores.npy", served[1])
     writer.save_array("alive.npy", alive)
     writer.save_jsonl("articles.jsonl", rows)
 
@@ -216,10 +224,16 @@ def build(
         with tqdm(total=n, desc="neighbours", unit="art", disable=not progress, leave=False) as bar:
             corpus, ids, scores = compute_neighbours(index, vectors, publication_times(rows), config, bar.update)
         t = stage("neighbours", t)
+        served = None
+        if precomputable(config.policy):
+            alive = np.ones(n, dtype=bool)
+            catalog = Catalog.from_rows(rows, sparse=vectors.sparse, dense=vectors.dense, coverage=vectors.coverage, alive=alive)
+            served = served_lists(config.policy, catalog, ids, scores)
+            t = stage("served", t)
 
         with VersionWriter(data_dir) as writer:
             write_version(
-                writer, vectorizer=vectorizer, sparse=vectors.sparse, dense=vectors.dense, corpus=corpus, neighbours=(ids, scores),
+                writer, vectorizer=vectorizer, sparse=vectors.sparse, dense=vectors.dense, coverage=vectors.coverage, corpus=corpus, neighbours=(ids, scores), served=served,
                 rows=rows, alive=np.ones(n, dtype=bool),
             )
             write_rejects(ingested.rejects, writer.path("rejects.jsonl"))

@@ -16,6 +16,7 @@ from datetime import datetime
 import numpy as np
 import scipy.sparse as sp
 
+from index.sparse_kernels import SortedRows
 from recommender.config import PolicyConfig
 
 DAY = 86_400.0
@@ -37,6 +38,20 @@ class RelatedQuery:
     relative_to: str = "now"  # "now" or "article": what max_age_days counts back from
     explain: bool = False
 
+    def filters_for(self, lang: str) -> bool:
+        """Whether this query filters more than the policy's defaults for an article in `lang`."""
+        return bool(
+            self.exclude or self.categories or self.exclude_categories or self.max_age_days is not None
+            or self.since is not None or (self.lang is not None and self.lang != lang)
+        )
+
+
+def epoch(published: str | None) -> float:
+    """ISO 8601 -> epoch seconds; NaN when unknown."""
+    if not published:
+        return math.nan
+    return datetime.fromisoformat(published.replace("Z", "+00:00")).timestamp()
+
 
 @dataclass
 class Catalog:
@@ -52,8 +67,12 @@ class Catalog:
     url_key: list[str | None]
     title_key: list[str]
     sparse: sp.csr_matrix
+    dense: np.ndarray  # [n, dims] float32, L2-normalized LSA vectors
+    coverage: np.ndarray  # [n] float32, LSA norm before normalizing (tfidf.Vectors); 0 when unknown
 
     def __post_init__(self) -> None:
+        self.rows = SortedRows(self.sparse)
+        self.sparse = self.rows.matrix
         # Small integer codes: comparing them is much faster than comparing strings.
         self._langs: dict[object, int] = {}
         self.lang_codes = np.array([self._langs.setdefault(x, len(self._langs)) for x in self.lang], dtype=np.int32)
@@ -64,6 +83,26 @@ class Catalog:
         self._urls: dict[str, int] = {}
         self.url_codes = np.array(
             [self._urls.setdefault(u, len(self._urls)) if u else -1 for u in self.url_key], dtype=np.int64
+        )
+
+    @classmethod
+    def from_rows(
+        cls, rows: list[dict], *, sparse: sp.csr_matrix, dense: np.ndarray, coverage: np.ndarray, alive: np.ndarray
+    ) -> Catalog:
+        """From the metadata rows of articles.jsonl and the vectors aligned with them."""
+        return cls(
+            ids=[a["id"] for a in rows],
+            row_of={a["id"]: row for row, a in enumerate(rows)},
+            lang=np.array([a.get("lang") for a in rows], dtype=object),
+            category=np.array([a.get("category") for a in rows], dtype=object),
+            published=np.array([epoch(a.get("published")) for a in rows], dtype=np.float64),
+            evergreen=np.array([bool(a.get("evergreen")) for a in rows], dtype=bool),
+            alive=np.asarray(alive, dtype=bool),
+            url_key=[cls.normalize_url(a.get("url")) for a in rows],
+            title_key=[cls.normalize_title(a.get("title") or "") for a in rows],
+            sparse=sparse,
+            dense=dense,
+            coverage=coverage,
         )
 
     def lang_code(self, lang: str) -> int:
@@ -90,14 +129,30 @@ class Catalog:
 
 @dataclass(frozen=True)
 class QueryContext:
-    """What the policy knows of the query: a stored article's row or a draft's vectors."""
+    """What the policy knows of the query: a stored article's row or a draft's vectors.
 
-    sparse: sp.csr_matrix  # [1, V]
+    The TF-IDF row is addressed as (`source`, `source_row`), not copied out: slicing a row
+    out of a scipy matrix costs more than ranking a precomputed list.
+    """
+
+    source: SortedRows  # holds the query's TF-IDF row
+    source_row: int
+    dense: np.ndarray  # [dims] float32
+    coverage: float  # as Catalog.coverage
     lang: str
     published: float  # epoch seconds, NaN for unknown
     row: int | None = None
     url_key: str | None = None
     title_key: str | None = None
+
+    @property
+    def sparse(self) -> sp.csr_matrix:
+        """The query's TF-IDF row as a [1, V] matrix."""
+        return self.source.matrix[self.source_row]
+
+    def cosines(self, catalog: Catalog, rows: np.ndarray) -> np.ndarray:
+        """Exact TF-IDF cosine of the query with catalog rows."""
+        return self.source.dots(np.full(len(rows), self.source_row), catalog.rows, rows)
 
 
 @dataclass
@@ -116,7 +171,8 @@ class Policy:
         self, catalog: Catalog, ctx: QueryContext, query: RelatedQuery, rows: np.ndarray, scores: np.ndarray | None = None
     ) -> np.ndarray:
         """Boolean mask over `rows`: alive, not the query, not excluded, language/section/age filters."""
-        keep = (rows >= 0) & catalog.alive[np.maximum(rows, 0)]
+        safe = np.maximum(rows, 0)
+        keep = (rows >= 0) & catalog.alive[safe]
         if scores is not None:
             keep &= scores > 0  # nothing in common is not related, whatever the filters say
         if ctx.row is not None:
@@ -125,35 +181,68 @@ class Policy:
             excluded = [catalog.row_of[i] for i in query.exclude if i in catalog.row_of]
             keep &= ~np.isin(rows, excluded)
         lang = query.lang or (ctx.lang if self.config.same_language else ANY_LANGUAGE)
-        safe = np.maximum(rows, 0)
         if lang != ANY_LANGUAGE:
             keep &= catalog.lang_codes[safe] == catalog.lang_code(lang)
         if query.categories:
             keep &= np.isin(catalog.category[safe], list(query.categories))
         if query.exclude_categories:
             keep &= ~np.isin(catalog.category[safe], list(query.exclude_categories))
-        published = catalog.published[safe]
         if query.max_age_days is not None:
             anchor = ctx.published if query.relative_to == "article" and not math.isnan(ctx.published) else time.time()
-            keep &= published >= anchor - query.max_age_days * DAY
+            keep &= catalog.published[safe] >= anchor - query.max_age_days * DAY
         if query.since is not None:
-            keep &= published >= query.since.timestamp()
+            keep &= catalog.published[safe] >= query.since.timestamp()
         return keep
 
     # -- duplicates ----------------------------------------------------------------------
-    def _copies(
-        self, catalog: Catalog, rows: np.ndarray, others: np.ndarray, cosine: np.ndarray
-    ) -> np.ndarray:
-        """copy[i, j]: rows[i] and others[j] are the same article (near-identical text, or the
-        same headline or URL over very similar text)."""
+    def _is_copy(self, cosine: np.ndarray, same_title_or_url: np.ndarray) -> np.ndarray:
+        """Near-identical text, or the same headline or URL over very similar text (a recurring
+        headline such as "Weather" or "Letters" over different text is no copy)."""
         copy = cosine >= self.config.duplicate_threshold
         if self.config.duplicate_same_title:
-            # A recurring headline ("Weather", "Letters") over different text is no copy.
-            similar = cosine >= SAME_TITLE_MIN_COSINE
-            for codes in (catalog.title_codes, catalog.url_codes):
-                a, b = codes[rows][:, None], codes[others][None, :]
-                copy |= similar & (a == b) & (a >= 0)
+            copy |= same_title_or_url & (cosine >= SAME_TITLE_MIN_COSINE)
         return copy
+
+    def _may_copy(self, coverage_a: np.ndarray, coverage_b: np.ndarray, dense_cosine: np.ndarray) -> np.ndarray:
+        """Whether two rows can be copies, from their LSA vectors alone (no false negatives).
+
+        The SVD projection P has orthonormal rows, so |Pa - Pb| <= |a - b| = sqrt(2 - 2 cos(a, b)),
+        and |Pa - Pb|^2 = ra^2 + rb^2 - 2 ra rb cos(Pa, Pb) with ra = |Pa| (the coverage). Only
+        pairs passing this bound get the exact TF-IDF cosine.
+        """
+        lowest = self.config.duplicate_threshold
+        if self.config.duplicate_same_title:
+            lowest = min(lowest, SAME_TITLE_MIN_COSINE)
+        distance = coverage_a**2 + coverage_b**2 - 2 * coverage_a * coverage_b * dense_cosine
+        return distance <= 2 - 2 * lowest + 1e-3  # float32 rounding
+
+    def _block_copies(
+        self, catalog: Catalog, ctx: QueryContext, block: np.ndarray, compared: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """For catalog rows `block` (the tail of `compared`): which are copies of the query, and
+        copy[b, c]: block[b] and compared[c] are the same article (never a row with itself)."""
+        n, lead = len(block), len(compared) - len(block)
+        vectors = np.vstack([catalog.dense[compared], ctx.dense[None, :]])  # the query is the last column
+        coverage = np.append(catalog.coverage[compared], np.float32(ctx.coverage))
+        may = self._may_copy(coverage[lead:-1, None], coverage[None, :], vectors[lead:-1] @ vectors.T)
+        may[np.arange(n), lead + np.arange(n)] = False
+        copy = np.zeros(may.shape, dtype=bool)
+        b, c = np.nonzero(may)
+        if len(b):
+            query = c == len(compared)
+            left, right = block[b], compared[np.minimum(c, len(compared) - 1)]
+            cosine = np.empty(len(b), dtype=np.float32)
+            cosine[query] = ctx.source.dots(np.full(int(query.sum()), ctx.source_row), catalog.rows, left[query])
+            cosine[~query] = catalog.rows.dots(left[~query], catalog.rows, right[~query])
+            same = np.zeros(len(b), dtype=bool)
+            for codes, query_code in (
+                (catalog.title_codes, catalog.title_code(ctx.title_key)),
+                (catalog.url_codes, catalog.url_code(ctx.url_key)),
+            ):
+                other = np.where(query, query_code, codes[right])
+                same |= (codes[left] == other) & (other >= 0)
+            copy[b, c] = self._is_copy(cosine, same)
+        return copy[:, -1], copy[:, :-1]
 
     def collapse_duplicates(
         self, catalog: Catalog, ctx: QueryContext, rows: np.ndarray, scores: np.ndarray, pool: int
@@ -161,32 +250,24 @@ class Policy:
         """Copies of the query go; each group of copies keeps one item (the freshest) at its best rank.
 
         Walks the candidates in blocks and stops once `pool` distinct items are kept, so a
-        wide fallback search costs a few small sparse products, not one per pair.
+        wide fallback search costs a few small products, not one per pair. Only pairs whose
+        LSA vectors are close enough get the exact TF-IDF check (`_may_copy`).
         """
         kept: list[int] = []  # positions in rows of group leaders
         groups: dict[int, list[int]] = {}
-        block_size = max(2 * pool, 32)
-        query_title = catalog.title_code(ctx.title_key)
-        query_url = catalog.url_code(ctx.url_key)
+        block_size = max(2 * pool, 16)
         for start in range(0, len(rows), block_size):
             if len(kept) >= pool:
                 break
             block = np.arange(start, min(len(rows), start + block_size))
             compared = np.concatenate([np.asarray(kept, dtype=np.int64), block])  # leaders so far, then this block
-            vectors = catalog.sparse[rows[compared]]
-            block_vectors = vectors[len(kept) :]
-            to_query = np.asarray((block_vectors @ ctx.sparse.T).todense()).ravel()
-            copies_query = to_query >= self.config.duplicate_threshold
-            if self.config.duplicate_same_title:
-                same = (catalog.title_codes[rows[block]] == query_title) & (query_title >= 0)
-                same |= (catalog.url_codes[rows[block]] == query_url) & (query_url >= 0)
-                copies_query |= same & (to_query >= SAME_TITLE_MIN_COSINE)
-            copy = self._copies(catalog, rows[block], rows[compared], (block_vectors @ vectors.T).toarray())
+            copies_query, copy = self._block_copies(catalog, ctx, rows[block], rows[compared])
+            has_copy = copy.any(axis=1)
             column = {int(p): c for c, p in enumerate(compared)}
             for b, pos in enumerate(block.tolist()):
                 if copies_query[b]:
                     continue
-                leader = next((k for k in kept if copy[b, column[k]]), None)
+                leader = next((k for k in kept if copy[b, column[k]]), None) if has_copy[b] else None
                 if leader is not None:
                     groups[leader].append(pos)
                 elif len(kept) < pool:
@@ -194,9 +275,10 @@ class Policy:
                     groups[pos] = [pos]
         result = []
         for leader in kept:
-            freshest = max(groups[leader], key=lambda p: np.nan_to_num(catalog.published[rows[p]], nan=-np.inf))
+            members = groups[leader]
+            chosen = leader if len(members) == 1 else max(members, key=lambda p: _time_key(catalog.published[rows[p]]))
             score = float(scores[leader])
-            result.append(RankedItem(int(rows[freshest]), score, {"text": round(score, 4)}))
+            result.append(RankedItem(int(rows[chosen]), score, {"text": round(score, 4)}))
         return result
 
     # -- scoring -----------------------------------------------------------------------------
@@ -268,6 +350,10 @@ class Policy:
         items = self.cap_categories(catalog, items)
         items = self.diversify(catalog, items, query.limit)
         return items[: query.limit]
+
+
+def _time_key(published: float) -> float:
+    return -math.inf if math.isnan(published) else published
 
 
 def shared_terms(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +14,17 @@ import scipy.sparse as sp
 
 from index.artifacts import Version, current_version
 from index.errors import CorruptArtifactError, NoIndexError
+from index.sparse_kernels import SortedRows
 from index.neighbours import Corpus, Queries, prune_rows, query_neighbours, score_candidates
 from recommender.analysis import detect_language
 from recommender.config import PipelineConfig
 from recommender.errors import ArticleNotFoundError
 from recommender.ranking import Catalog, Policy, QueryContext, RankedItem, RelatedQuery, shared_terms
+from recommender.served import precomputable
 from recommender.tfidf import ArticleVectorizer, Document
 
 WIDE_SEARCH_MIN = 500
+ITEM_FIELDS = ("id", "title", "url", "published", "category", "lang")  # what a sidebar renders
 
 
 @dataclass
@@ -31,12 +33,6 @@ class RelatedList:
     index_version: str
     items: list[dict]
     fill_reason: str | None = None
-
-
-def epoch(published: str | None) -> float:
-    if not published:
-        return math.nan
-    return datetime.fromisoformat(published.replace("Z", "+00:00")).timestamp()
 
 
 def load_sparse(version: Version, prefix: str, n_terms: int, *, required: bool = True) -> sp.csr_matrix | None:
@@ -68,25 +64,24 @@ class RelatedIndex:
         # Readable forms ("occupied", not the stem "occupi") for `why`; older versions have none.
         self.display_terms: list[str] = version.json("display_terms.json") if version.has("display_terms.json") else terms
         self.articles: list[dict] = version.jsonl("articles.jsonl")
-        self.row_of: dict[str, int] = {a["id"]: row for row, a in enumerate(self.articles)}
         self.neighbours = version.array("neighbours.npy")
         self.neighbour_scores = version.array("neighbour_scores.npy")
         self.dense = version.array("dense.npy")
         self.faiss = version.index(
             "index.faiss", ef_search=self.config.index.ef_search, nprobe=self.config.index.nprobe
         )
-        self.catalog = Catalog(
-            ids=[a["id"] for a in self.articles],
-            row_of=self.row_of,
-            lang=np.array([a.get("lang") for a in self.articles], dtype=object),
-            category=np.array([a.get("category") for a in self.articles], dtype=object),
-            published=np.array([epoch(a.get("published")) for a in self.articles], dtype=np.float64),
-            evergreen=np.array([bool(a.get("evergreen")) for a in self.articles], dtype=bool),
-            alive=np.asarray(version.array("alive.npy", mmap=False), dtype=bool),
-            url_key=[Catalog.normalize_url(a.get("url")) for a in self.articles],
-            title_key=[Catalog.normalize_title(a.get("title") or "") for a in self.articles],
+        self.catalog = Catalog.from_rows(
+            self.articles,
             sparse=load_sparse(version, "tfidf", len(terms)),
+            dense=self.dense,
+            # Older versions lack coverage: zeros make every pair get the exact check.
+            coverage=(
+                version.array("lsa_coverage.npy") if version.has("lsa_coverage.npy")
+                else np.zeros(len(self.articles), np.float32)
+            ),
+            alive=version.array("alive.npy", mmap=False),
         )
+        self.row_of = self.catalog.row_of
         self.corpus = Corpus(
             index=self.faiss,
             sparse=load_sparse(version, "signature", len(terms)),
@@ -96,6 +91,10 @@ class RelatedIndex:
             dense=self.dense,
         )
         self.policy = Policy(self.config.policy)
+        # Lists the policy gives unfiltered requests, precomputed by the build (served.py).
+        self.served: tuple[np.ndarray, np.ndarray] | None = None
+        if version.has("served.npy") and precomputable(self.config.policy):
+            self.served = (version.array("served.npy"), version.array("served_scores.npy"))
 
     @classmethod
     def open(cls, data_dir: Path, *, verify: bool = True) -> RelatedIndex:
@@ -124,7 +123,10 @@ class RelatedIndex:
     def context(self, row: int) -> QueryContext:
         """What the ranking policy knows of a stored article used as the query."""
         return QueryContext(
-            sparse=self.catalog.sparse[row],
+            source=self.catalog.rows,
+            source_row=row,
+            dense=self.dense[row],
+            coverage=float(self.catalog.coverage[row]),
             lang=self.articles[row].get("lang") or self.config.text.default_lang,
             published=float(self.catalog.published[row]),
             row=row,
@@ -151,6 +153,11 @@ class RelatedIndex:
         if row is None or not self.catalog.alive[row]:
             raise ArticleNotFoundError(f"article {article_id!r} is not in index version {self.name}")
         ctx = self.context(row)
+        if policy is None and self.served is not None and not query.filters_for(ctx.lang):
+            rows = self.served[0][row, : query.limit]
+            if len(rows) == query.limit and rows[-1] >= 0 and self.catalog.alive[rows].all():
+                items = [RankedItem(int(r), float(s), {"text": round(float(s), 4)}) for r, s in zip(rows, self.served[1][row])]
+                return RelatedList(article_id, self.name, [self._item(ctx, i, query.explain) for i in items])
         dense = self.dense[row : row + 1]
         return self._serve(article_id, ctx, dense, query, policy or self.policy, self.neighbours[row], self.neighbour_scores[row])
 
@@ -160,7 +167,10 @@ class RelatedIndex:
         lang = lang or detect_language(f"{title}. {body}", self.config.text.default_lang)
         vectors = self.vectorizer.transform([Document(lang=lang, title=title, body=body)])
         ctx = QueryContext(
-            sparse=vectors.sparse,
+            source=SortedRows(vectors.sparse),
+            source_row=0,
+            dense=vectors.dense[0],
+            coverage=float(vectors.coverage[0]),
             lang=lang,
             published=math.nan,
             title_key=Catalog.normalize_title(title),
@@ -221,15 +231,8 @@ class RelatedIndex:
 
     def _item(self, ctx: QueryContext, item: RankedItem, explain: bool) -> dict:
         meta = self.articles[item.row]
-        out = {
-            "id": meta["id"],
-            "title": meta.get("title"),
-            "url": meta.get("url"),
-            "published": meta.get("published"),
-            "category": meta.get("category"),
-            "lang": meta.get("lang"),
-            "score": round(item.score, 4),
-        }
+        out = {name: meta.get(name) for name in ITEM_FIELDS}
+        out["score"] = round(item.score, 4)
         if explain:
             out["why"] = shared_terms(
                 ctx.sparse, self.catalog.sparse[item.row], self.display_terms, self.config.policy.why_terms

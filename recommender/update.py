@@ -67,8 +67,10 @@ from index.neighbours import (
     top_k,
 )
 from recommender.build import article_rows, documents, library_versions, publication_times
-from recommender.config import BuildConfig, PipelineConfig
+from recommender.config import BuildConfig, PipelineConfig, PolicyConfig
 from recommender.errors import RelatedError
+from recommender.ranking import Catalog
+from recommender.served import precomputable, served_lists
 from recommender.sources import read_source, write_rejects
 from recommender.tfidf import ArticleVectorizer, Document
 
@@ -78,12 +80,12 @@ log = logging.getLogger("related.update")
 UNCHANGED = ("vocabulary.json", "display_terms.json", "idf.npy", "svd_components.npy", "svd_columns.npy")
 # Per-row artifacts, append-only: the parent's parts are linked, the new rows go into a new part.
 SPARSE = ("tfidf", "signature", "expanded")
-SEGMENTED = ("articles.jsonl", "dense.npy", "index.faiss") + tuple(
+SEGMENTED = ("articles.jsonl", "dense.npy", "lsa_coverage.npy", "index.faiss") + tuple(
     f"{prefix}_{field}.npy" for prefix in SPARSE for field in ("data", "indices", "indptr")
 )
 # Files an update rewrites whole. A version holding any other file is refused: an update that does not
 # know a (new) per-article artifact would copy it unchanged and leave it out of step with the rows.
-REWRITTEN = ("alive.npy", "neighbours.npy", "neighbour_scores.npy", "rejects.jsonl")
+REWRITTEN = ("alive.npy", "neighbours.npy", "neighbour_scores.npy", "served.npy", "served_scores.npy", "rejects.jsonl")
 MAX_DELTAS = 8  # parts appended since the build before they are merged into one
 
 
@@ -301,7 +303,7 @@ def append_rows(top: sp.csr_matrix, bottom: sp.csr_matrix) -> sp.csr_matrix:
 
 
 def save_rows(writer: VersionWriter, folder: str, *, dense: np.ndarray, rows: list[dict],
-              matrices: dict[str, tuple[sp.csr_matrix, int]]) -> None:
+              matrices: dict[str, tuple[sp.csr_matrix, int]], coverage: np.ndarray | None) -> None:
     """One new part of every per-row artifact in `folder`/: these rows, appended after the parent's.
 
     `matrices`: prefix -> (the part's CSR rows, non-zeros in the rows before them). The part of
@@ -310,10 +312,38 @@ def save_rows(writer: VersionWriter, folder: str, *, dense: np.ndarray, rows: li
     writer.save_array(f"{folder}/dense.npy", dense)
     writer.save_index(f"{folder}/index.faiss", flat(dense))
     writer.save_jsonl(f"{folder}/articles.jsonl", rows)
+    if coverage is not None:
+        writer.save_array(f"{folder}/lsa_coverage.npy", coverage)
     for prefix, (matrix, before) in matrices.items():
         writer.save_array(f"{folder}/{prefix}_data.npy", np.asarray(matrix.data, dtype=np.float32))
         writer.save_array(f"{folder}/{prefix}_indices.npy", np.asarray(matrix.indices, dtype=np.int32))
         writer.save_array(f"{folder}/{prefix}_indptr.npy", matrix.indptr[1:].astype(np.int64) + before)
+
+
+def changed_served_lists(
+    policy: PolicyConfig, rows: list[dict], old_sparse: sp.csr_matrix, new_sparse: sp.csr_matrix, dense: np.ndarray,
+    coverage: np.ndarray, alive: np.ndarray, lists: Lists, changed: np.ndarray, width: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Served lists of the `changed` rows, from a catalog of only those rows and their neighbours.
+
+    A catalog of every article costs a Python pass over all rows (title and URL keys); the
+    collapse reads only the rows of the lists it collapses, so a small update stays small.
+    """
+    involved = np.union1d(changed, lists.ids[changed][lists.ids[changed] >= 0])
+    n_old = old_sparse.shape[0]
+    old, new = involved[involved < n_old], involved[involved >= n_old] - n_old
+    catalog = Catalog.from_rows(
+        [rows[i] for i in involved],
+        sparse=sp.vstack([old_sparse[old], new_sparse[new]], format="csr", dtype=np.float32),
+        dense=np.asarray(dense[involved]), coverage=np.asarray(coverage[involved]), alive=alive[involved],
+    )
+    local = lambda ids: np.where(ids >= 0, np.searchsorted(involved, np.maximum(ids, 0)), -1)  # noqa: E731
+    at = local(changed)
+    neighbours = np.full((len(involved), lists.ids.shape[1]), -1, np.int32)
+    scores = np.zeros(neighbours.shape, np.float32)
+    neighbours[at], scores[at] = local(lists.ids[changed]), lists.scores[changed]
+    out_rows, out_scores = served_lists(policy, catalog, neighbours, scores, at, width=width)
+    return np.where(out_rows >= 0, involved[np.maximum(out_rows, 0)], -1).astype(np.int32), out_scores
 
 
 def tail(matrix: sp.csr_matrix, start: int) -> tuple[sp.csr_matrix, int]:
@@ -571,6 +601,9 @@ def update(
         index = index_parts[0] if len(index_parts) == 1 else stack(index_parts)
         if index.ntotal != len(rows) or dense.shape[0] != len(rows) or signature.shape[0] != len(rows):
             raise CorruptArtifactError(f"version {parent.name}: row counts of articles, dense, signatures and index differ")
+        coverage = None
+        if parent.has("lsa_coverage.npy"):
+            coverage = parent.rows_with("lsa_coverage.npy", vectors.coverage[pick] if n_new else None)
         times = publication_times(rows)
         has_expanded = parent.has("expanded_indptr.npy")
         corpus = Corpus(index=index, sparse=signature, times=times, alive=alive, dense=dense)
@@ -616,6 +649,26 @@ def update(
             report.refilled = int(stale.size)
         stage("refresh")
 
+        # -- served lists, for the lists that changed -----------------------------------------
+        served = None
+        if parent.has("served.npy") and coverage is not None and precomputable(config.policy):
+            old_ids, old_scores = parent.array("neighbours.npy"), parent.array("neighbour_scores.npy")
+            changed = np.flatnonzero(
+                (lists.ids[:n_old] != old_ids).any(axis=1) | (lists.scores[:n_old] != old_scores).any(axis=1)
+            )
+            changed = np.concatenate([changed, new_idx])
+            width = parent.array("served.npy").shape[1]
+            served = (
+                parent.rows_with("served.npy", np.full((n_new, width), -1, np.int32)),
+                parent.rows_with("served_scores.npy", np.zeros((n_new, width), np.float32)),
+            )
+            if sparse is None:
+                sparse = parent.sparse("tfidf", len(terms))
+            served[0][changed], served[1][changed] = changed_served_lists(
+                config.policy, rows, sparse, new_sparse, dense, coverage, alive, lists, changed, width
+            )
+        stage("served")
+
         # -- drift -----------------------------------------------------------------------------
         drift = base_drift(parent.manifest)
         tokens, oov = oov_counts(vectorizer, new_docs)
@@ -659,10 +712,14 @@ def update(
                     matrices["signature"] = tail(signature, start)
                 if "expanded_indptr.npy" in parts and corpus.expanded is not None:
                     matrices["expanded"] = tail(corpus.expanded, start)
-                save_rows(writer, folder, dense=dense[start:], rows=rows[start:], matrices=matrices)
+                save_rows(writer, folder, dense=dense[start:], rows=rows[start:], matrices=matrices,
+                          coverage=None if coverage is None else coverage[start:])
                 parts = {name: names + [f"{folder}/{name}"] for name, names in parts.items()}
             writer.save_array("neighbours.npy", lists.ids)
             writer.save_array("neighbour_scores.npy", lists.scores)
+            if served is not None:
+                writer.save_array("served.npy", served[0])
+                writer.save_array("served_scores.npy", served[1])
             writer.save_array("alive.npy", alive)
             write_rejects(ingested.rejects, writer.path("rejects.jsonl"))
             parent_meta = parent.manifest.data

@@ -421,10 +421,8 @@ def test_internal_errors_are_500_json(built):
         def for_article(self, *args):
             raise RuntimeError("bug")
 
-    from api.deps import get_index
-
     with serve(built[0]) as c:
-        c.app.dependency_overrides[get_index] = lambda: Broken()
+        c.app.state.holder.index = Broken()
         error(related(c, "flood-0"), 500, "internal_error")
 
 

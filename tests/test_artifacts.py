@@ -92,9 +92,9 @@ def test_commit_publish_open_reads_everything(tmp_path: Path) -> None:
         assert len(entry["sha256"]) == 64 and entry["bytes"] > 0
 
     nb = version.array("neighbours.npy")
-    assert isinstance(nb, np.memmap) and nb.dtype == np.int32 and nb.shape == (20, 3)
+    assert isinstance(nb.base, np.memmap) and nb.dtype == np.int32 and nb.shape == (20, 3)
     assert not nb.flags.writeable
-    assert not isinstance(version.array("neighbours.npy", mmap=False), np.memmap)
+    assert not isinstance(version.array("neighbours.npy", mmap=False).base, np.memmap)
     assert version.json("vocabulary.json") == {"tag": "a", "word": "naïve ünïcode"}
     assert "naïve" in version.file("vocabulary.json").read_text(encoding="utf-8")  # not \u-escaped
     rows = version.jsonl("articles.jsonl")

@@ -275,3 +275,19 @@ def test_update_parts_are_merged_past_max_deltas_and_rebuild_compacts(
     manifest = json.loads((rebuilt.version / "manifest.json").read_text())
     assert "segments" not in manifest and not any("/" in name for name in manifest["files"])
     assert "quake-95" in served(built, "quake-0", limit=6)
+
+
+def test_served_lists_after_updates_equal_a_full_recomputation(tmp_path: Path, built: Path) -> None:
+    """The update collapses only the lists that changed, from a catalog of their rows: same result."""
+    from recommender.served import served_lists
+
+    apply(tmp_path, built, [article("flood", 97, seed=1), article("cup", 2, seed=8, article_id="budget-1")], "u1.jsonl")
+    apply(tmp_path, built, [article("chips", 97, seed=1), {"id": "quake-3", "deleted": True}], "u2.jsonl")
+    index = RelatedIndex.open(built)
+    assert index.served is not None
+    width = index.served[0].shape[1]
+    expected = served_lists(index.config.policy, index.catalog, np.asarray(index.neighbours),
+                            np.asarray(index.neighbour_scores), width=width)
+    alive = index.catalog.alive
+    np.testing.assert_array_equal(np.asarray(index.served[0])[alive], expected[0][alive])
+    np.testing.assert_allclose(np.asarray(index.served[1])[alive], expected[1][alive])

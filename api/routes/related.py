@@ -11,7 +11,7 @@ from pydantic_core import to_json
 from starlette.responses import Response
 
 from api.cache import etag_for, etag_matches
-from api.deps import IndexDep, RelatedParamsDep
+from api.deps import IndexDep, current_index, parse_related_params
 from api.errors import ApiError
 from api.schemas import DraftRequest, ErrorResponse, RelatedParams, RelatedResponse, query_parameters
 
@@ -55,11 +55,12 @@ def render(result: Any) -> bytes:
 async def related_to_article(
     request: Request,
     article_id: Annotated[str, Path(description="The CMS id of the article, percent-encoded.")],
-    params: RelatedParamsDep,
-    index: IndexDep,
 ) -> Response:
-    # The hot path: two dependencies only (each costs a pass of FastAPI's resolver); the
-    # response cache and the Cache-Control value come straight from the app state.
+    # The hot path: no dependencies (each costs a pass of FastAPI's resolver, about as much
+    # as answering a precomputed list); options, index, cache and Cache-Control come
+    # straight from the request and the app state.
+    params = parse_related_params(request)
+    index = current_index(request)
     state = request.app.state
     now_relative = params.max_age_days is not None and params.relative_to == "now"
     etag = etag_for(index.name, article_id, params.cache_key(), now_relative=now_relative)
