@@ -17,6 +17,7 @@ from index.errors import CorruptArtifactError, NoIndexError
 from index.sparse_kernels import SortedRows
 from index.neighbours import Corpus, Queries, prune_rows, query_neighbours, score_candidates
 from recommender.analysis import detect_language
+from recommender.catalog_cache import catalog_from_rows
 from recommender.config import PipelineConfig
 from recommender.errors import ArticleNotFoundError
 from recommender.ranking import Catalog, Policy, QueryContext, RankedItem, RelatedQuery, shared_terms
@@ -70,7 +71,7 @@ class RelatedIndex:
         self.faiss = version.index(
             "index.faiss", ef_search=self.config.index.ef_search, nprobe=self.config.index.nprobe
         )
-        self.catalog = Catalog.from_rows(
+        self.catalog = catalog_from_rows(  # columns of rows known from the last load are reused
             self.articles,
             sparse=load_sparse(version, "tfidf", len(terms)),
             dense=self.dense,
