@@ -206,8 +206,10 @@ class ArticleVectorizer:
         dense, coverage = self._fit_reduce(sparse)
         return Vectors(sparse=sparse, dense=dense, coverage=coverage)
 
-    def transform(self, docs: Sequence[Document]) -> Vectors:
+    def transform(self, docs: Sequence[Document], analysed: Sequence[list[str]] | None = None) -> Vectors:
         """TF-IDF rows with the fitted vocabulary (unknown terms ignored) and their LSA vectors.
+
+        `analysed`: the docs' terms (`analyze`) when the caller needs them too, so they are not computed twice.
 
         What `CountVectorizer(vocabulary=...).transform` then `TfidfTransformer.transform` compute,
         in the same order of float operations, so a re-sent article gets exactly its stored row.
@@ -218,9 +220,9 @@ class ArticleVectorizer:
         indices: list[int] = []
         values: list[int] = []
         indptr = [0]
-        for doc in docs:
+        for terms in analysed if analysed is not None else map(self.analyze, docs):
             counts: dict[int, int] = {}
-            for term in self.analyze(doc):
+            for term in terms:
                 idx = column.get(term)
                 if idx is not None:
                     counts[idx] = counts.get(idx, 0) + 1

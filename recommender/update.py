@@ -72,7 +72,7 @@ from recommender.errors import RelatedError
 from recommender.ranking import Catalog
 from recommender.served import precomputable, served_lists
 from recommender.sources import read_source, write_rejects
-from recommender.tfidf import ArticleVectorizer, Document
+from recommender.tfidf import ArticleVectorizer
 
 log = logging.getLogger("related.update")
 
@@ -165,15 +165,15 @@ def base_drift(manifest: Manifest) -> dict[str, Any]:
     return drift
 
 
-def oov_counts(vectorizer: ArticleVectorizer, docs: list[Document]) -> tuple[int, int]:
-    """(word tokens, word tokens outside the vocabulary) of `docs`, as the vectorizer analyses them.
+def oov_counts(vectorizer: ArticleVectorizer, analysed: list[list[str]]) -> tuple[int, int]:
+    """(word tokens, word tokens outside the vocabulary) of analysed documents (`vectorizer.analyze`).
 
     Only unigrams count: n-grams of known words are mostly unseen combinations, not new words.
     """
     vocabulary = set(vectorizer.terms_)
     total = oov = 0
-    for doc in docs:
-        words = [t for t in vectorizer.analyze(doc) if " " not in t]
+    for terms in analysed:
+        words = [t for t in terms if " " not in t]
         total += len(words)
         oov += sum(1 for w in words if w not in vocabulary)
     return total, oov
@@ -543,7 +543,8 @@ def update(
 
         docs = documents(ingested.articles, config)
         new_meta = article_rows(ingested.articles, docs)
-        vectors = vectorizer.transform(docs) if docs else None
+        analysed = [vectorizer.analyze(doc) for doc in docs]  # once: the drift counts read them too
+        vectors = vectorizer.transform(docs, analysed) if docs else None
         stage("vectorize")
 
         dead: list[int] = []
@@ -580,7 +581,7 @@ def update(
         dead_rows = np.array(sorted(set(dead)), dtype=np.int64)
         alive[dead_rows] = False
         pick = np.array(keep_new, dtype=np.int64)
-        new_docs = [docs[i] for i in keep_new]
+        new_terms = [analysed[i] for i in keep_new]
         new_rows_meta = [new_meta[i] for i in keep_new]
         new_sparse = vectors.sparse[pick] if n_new else sp.csr_matrix((0, len(terms)), dtype=np.float32)
         new_dense = vectors.dense[pick] if n_new else np.empty((0, 0), np.float32)
@@ -671,7 +672,7 @@ def update(
 
         # -- drift -----------------------------------------------------------------------------
         drift = base_drift(parent.manifest)
-        tokens, oov = oov_counts(vectorizer, new_docs)
+        tokens, oov = oov_counts(vectorizer, new_terms)
         drift["updates_since_build"] = int(drift["updates_since_build"]) + 1
         drift["articles_since_build"] = int(drift["articles_since_build"]) + n_new
         drift["deleted_since_build"] = int(drift["deleted_since_build"]) + report.deleted
