@@ -111,6 +111,8 @@ def concatenate(key: str, paths: list[Path]) -> np.ndarray:
     `key` names the artifact ("dense.npy"): the extendable copy of its last concatenation is kept under it.
     """
     if len(paths) == 1:
+        with _LOCK:
+            _ARRAYS.pop(key, None)  # a new build: the copy of the old rows is no longer worth keeping
         return _load(paths[0])
     ids = tuple(identity(p) for p in paths)
     headers = [_header(p) for p in paths]
