@@ -87,6 +87,11 @@ SEGMENTED = ("articles.jsonl", "dense.npy", "lsa_coverage.npy", "index.faiss") +
 # know a (new) per-article artifact would copy it unchanged and leave it out of step with the rows.
 REWRITTEN = ("alive.npy", "neighbours.npy", "neighbour_scores.npy", "served.npy", "served_scores.npy", "rejects.jsonl")
 MAX_DELTAS = 8  # parts appended since the build before they are merged into one
+# Changed lists whose served list (served.py) an update recomputes, new articles first: about 0.3 ms
+# each. The served lists of the others are cleared, so their unfiltered requests take the
+# request-time policy (same answer, a little slower) until the next build: a large update
+# changes most lists, and recomputing them all would cost more than the rest of the update.
+SERVED_RECOMPUTE_MAX = 5_000
 
 
 # --------------------------------------------------------------------------- report
@@ -105,6 +110,7 @@ class UpdateReport:
     rejects: int = 0
     refreshed: int = 0  # existing lists a new article entered
     refilled: int = 0  # existing lists refilled after losing a replaced/deleted article
+    served_cleared: int = 0  # changed lists left to the request-time policy (SERVED_RECOMPUTE_MAX)
     articles: int = 0  # alive articles in the new version
     seconds: float = 0.0
     drift: dict[str, Any] = field(default_factory=dict)
@@ -657,7 +663,8 @@ def update(
             changed = np.flatnonzero(
                 (lists.ids[:n_old] != old_ids).any(axis=1) | (lists.scores[:n_old] != old_scores).any(axis=1)
             )
-            changed = np.concatenate([changed, new_idx])
+            changed = np.concatenate([new_idx, changed])
+            changed, cleared = changed[:SERVED_RECOMPUTE_MAX], changed[SERVED_RECOMPUTE_MAX:]
             width = parent.array("served.npy").shape[1]
             served = (
                 parent.rows_with("served.npy", np.full((n_new, width), -1, np.int32)),
@@ -665,9 +672,12 @@ def update(
             )
             if sparse is None:
                 sparse = parent.sparse("tfidf", len(terms))
-            served[0][changed], served[1][changed] = changed_served_lists(
-                config.policy, rows, sparse, new_sparse, dense, coverage, alive, lists, changed, width
-            )
+            served[0][cleared], served[1][cleared] = -1, 0.0
+            if changed.size:
+                served[0][changed], served[1][changed] = changed_served_lists(
+                    config.policy, rows, sparse, new_sparse, dense, coverage, alive, lists, changed, width
+                )
+            report.served_cleared = int(cleared.size)
         stage("served")
 
         # -- drift -----------------------------------------------------------------------------
@@ -738,7 +748,7 @@ def update(
                 "update": {
                     "added": report.added, "replaced": report.replaced, "deleted": report.deleted,
                     "unchanged": report.unchanged, "not_found": report.not_found,
-                    "refreshed": report.refreshed, "refilled": report.refilled,
+                    "refreshed": report.refreshed, "refilled": report.refilled, "served_cleared": report.served_cleared,
                 },
                 "dims": int(dense.shape[1]),
                 "index_type": type(faiss.downcast_index(index_parts[0])).__name__,

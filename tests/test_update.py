@@ -291,3 +291,20 @@ def test_served_lists_after_updates_equal_a_full_recomputation(tmp_path: Path, b
     alive = index.catalog.alive
     np.testing.assert_array_equal(np.asarray(index.served[0])[alive], expected[0][alive])
     np.testing.assert_allclose(np.asarray(index.served[1])[alive], expected[1][alive])
+
+
+def test_served_lists_past_the_budget_are_cleared_and_answered_by_the_policy(
+    tmp_path: Path, built: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(update_module, "SERVED_RECOMPUTE_MAX", 2)
+    report = apply(tmp_path, built, [article("flood", 98, seed=2), article("comet", 98, seed=2)])
+    assert report.served_cleared > 0
+    index = RelatedIndex.open(built)
+    cleared = np.flatnonzero((np.asarray(index.served[0]) < 0).all(axis=1) & index.catalog.alive)
+    assert cleared.size >= report.served_cleared
+    unfiltered = RelatedQuery(limit=5)
+    for row, meta in enumerate(index.articles):
+        if index.catalog.alive[row]:  # served or not, an unfiltered request gets what the policy says
+            assert index.for_article(meta["id"], unfiltered).items == index.for_article(
+                meta["id"], unfiltered, policy=index.policy
+            ).items, meta["id"]
