@@ -91,7 +91,7 @@ MAX_DELTAS = 8  # parts appended since the build before they are merged into one
 # each. The served lists of the others are cleared, so their unfiltered requests take the
 # request-time policy (same answer, a little slower) until the next build: a large update
 # changes most lists, and recomputing them all would cost more than the rest of the update.
-SERVED_RECOMPUTE_MAX = 5_000
+SERVED_RECOMPUTE_MAX = 2_000
 
 
 # --------------------------------------------------------------------------- report
