@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from index.segments import allocate
 from recommender.analysis import AnalyzerSet
 from recommender.config import ReduceConfig, TextConfig
 from recommender.errors import RelatedError
@@ -247,8 +248,9 @@ class ArticleVectorizer:
         return self._project(sparse[:, self.svd_columns_])
 
     def _project(self, reduced: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-        if self._projection is None:
-            self._projection = np.ascontiguousarray(self.components_.T)  # scipy would copy a transposed view per call
+        if self._projection is None:  # scipy would copy a transposed view per call
+            self._projection = allocate(self.components_.T.shape, np.float32)  # page-faulting 50 MB costs more than copying it
+            self._projection[...] = self.components_.T
         dense = np.asarray(reduced @ self._projection, dtype=np.float32)
         coverage = np.linalg.norm(dense, axis=1).astype(np.float32)
         return np.ascontiguousarray(l2_dense(dense), dtype=np.float32), coverage
