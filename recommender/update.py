@@ -204,6 +204,7 @@ class ParentVersion:
         self.path = path
         self.name = self.manifest.name
         self.files: dict[str, dict[str, Any]] = self.manifest.data["files"]
+        self._hashed: set[str] = set()  # files already checked by hash in this update
 
     def logical_files(self) -> set[str]:
         """Artifact names, with segments counted once under their own name."""
@@ -217,6 +218,7 @@ class ParentVersion:
         if entry is None:
             raise CorruptArtifactError(f"version {self.name} has no file {name}")
         path = self.path / name
+        hashed = hashed and name not in self._hashed
         try:
             if not hashed:
                 size = path.stat().st_size
@@ -230,6 +232,8 @@ class ParentVersion:
             raise CorruptArtifactError(f"missing file {name} in version {self.name}") from None
         if size != entry["bytes"]:
             raise CorruptArtifactError(f"size mismatch for {name} in version {self.name}: not updating it")
+        if hashed:
+            self._hashed.add(name)
         return path
 
     def parts(self, name: str) -> list[str]:
