@@ -422,6 +422,7 @@ def test_internal_errors_are_500_json(built):
             raise RuntimeError("bug")
 
     with serve(built[0]) as c:
+        ready(c)  # else the first load, in the background, may land after the swap below
         c.app.state.holder.index = Broken()
         error(related(c, "flood-0"), 500, "internal_error")
 
