@@ -152,14 +152,28 @@ class RelatedIndex:
         row = self.row_of.get(article_id)
         if row is None or not self.catalog.alive[row]:
             raise ArticleNotFoundError(f"article {article_id!r} is not in index version {self.name}")
+        if policy is None and not query.explain:
+            items = self._served_items(row, query)
+            if items is not None:
+                return RelatedList(article_id, self.name, items)
         ctx = self.context(row)
-        if policy is None and self.served is not None and not query.filters_for(ctx.lang):
-            rows = self.served[0][row, : query.limit]
-            if len(rows) == query.limit and rows[-1] >= 0 and self.catalog.alive[rows].all():
-                items = [RankedItem(int(r), float(s), {"text": round(float(s), 4)}) for r, s in zip(rows, self.served[1][row])]
-                return RelatedList(article_id, self.name, [self._item(ctx, i, query.explain) for i in items])
         dense = self.dense[row : row + 1]
         return self._serve(article_id, ctx, dense, query, policy or self.policy, self.neighbours[row], self.neighbour_scores[row])
+
+    def _served_items(self, row: int, query: RelatedQuery) -> list[dict] | None:
+        """The precomputed list, when it answers this query: no filters, enough live items."""
+        if self.served is None or query.filters_for(self.articles[row].get("lang") or self.config.text.default_lang):
+            return None
+        rows = self.served[0][row, : query.limit]
+        if len(rows) < query.limit or rows[-1] < 0 or not self.catalog.alive[rows].all():
+            return None
+        items = []
+        for r, score in zip(rows.tolist(), self.served[1][row, : query.limit].tolist()):
+            meta = self.articles[r]
+            item = {name: meta.get(name) for name in ITEM_FIELDS}
+            item["score"] = round(score, 4)
+            items.append(item)
+        return items
 
     def for_draft(
         self, title: str, body: str, lang: str | None, query: RelatedQuery, policy: Policy | None = None
