@@ -103,6 +103,18 @@ class RelatedIndex:
             raise NoIndexError(f"no index in {data_dir}: run `related build` first")
         return cls(Version.open(path, verify=verify))
 
+    def warm_up(self) -> None:
+        """One query down each path, so the first live requests after a load do not pay for
+        loading compiled kernels (half a second) or faulting in the first pages."""
+        live = np.flatnonzero(self.catalog.alive)
+        if len(live) == 0:
+            return
+        article = self.articles[int(live[0])]
+        query = RelatedQuery(limit=3)
+        self.for_article(article["id"], query)
+        self.for_article(article["id"], query, policy=self.policy)
+        self.for_draft(article.get("title") or article["id"], "", article.get("lang"), query)
+
     @property
     def size(self) -> int:
         return int(self.catalog.alive.sum())
