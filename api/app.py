@@ -19,6 +19,7 @@ from api.errors import install_error_handlers
 from api.holder import IndexHolder
 from api.limits import BodySizeLimitMiddleware
 from api.metrics import Metrics, MetricsMiddleware
+from api.render import ServedRenderer
 from api.routes import admin, health, related
 from api.settings import Settings
 from index.threads import single_threaded_kernels
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None, *, holder: IndexHolder | None =
     metrics = Metrics()
     cache = ResponseCache(settings.response_cache_size)
     holder.on_swap(cache.clear)
+    holder.on_swap(lambda index: setattr(app.state, "renderer", ServedRenderer(index)))
     holder.on_swap(metrics.index_swapped)
     holder.on_failure(lambda _message: metrics.reload_failures.inc())
 

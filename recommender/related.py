@@ -160,32 +160,39 @@ class RelatedIndex:
             expanded=self.corpus.expanded[rows] if stored and self.corpus.expanded is not None else None,
         )
 
-    def for_article(self, article_id: str, query: RelatedQuery, policy: Policy | None = None) -> RelatedList:
+    def _row(self, article_id: str) -> int:
         row = self.row_of.get(article_id)
         if row is None or not self.catalog.alive[row]:
             raise ArticleNotFoundError(f"article {article_id!r} is not in index version {self.name}")
-        if policy is None and not query.explain:
-            items = self._served_items(row, query)
-            if items is not None:
-                return RelatedList(article_id, self.name, items)
-        ctx = self.context(row)
-        dense = self.dense[row : row + 1]
-        return self._serve(article_id, ctx, dense, query, policy or self.policy, self.neighbours[row], self.neighbour_scores[row])
+        return row
 
-    def _served_items(self, row: int, query: RelatedQuery) -> list[dict] | None:
-        """The precomputed list, when it answers this query: no filters, enough live items."""
-        if self.served is None or query.filters_for(self.articles[row].get("lang") or self.config.text.default_lang):
+    def served_list(self, article_id: str, query: RelatedQuery) -> tuple[list[int], list[float]] | None:
+        """The precomputed list (catalog rows, scores) when it answers this query: no filters,
+        no explanations, enough live items. None: ask `for_article`."""
+        row = self._row(article_id)
+        if self.served is None or query.explain:
+            return None
+        if query.filters_for(self.articles[row].get("lang") or self.config.text.default_lang):
             return None
         rows = self.served[0][row, : query.limit]
         if len(rows) < query.limit or rows[-1] < 0 or not self.catalog.alive[rows].all():
             return None
-        items = []
-        for r, score in zip(rows.tolist(), self.served[1][row, : query.limit].tolist()):
-            meta = self.articles[r]
-            item = {name: meta.get(name) for name in ITEM_FIELDS}
-            item["score"] = round(score, 4)
-            items.append(item)
-        return items
+        return rows.tolist(), self.served[1][row, : query.limit].tolist()
+
+    def item_metadata(self, row: int) -> dict:
+        """What a list shows of an article, without its score."""
+        meta = self.articles[row]
+        return {name: meta.get(name) for name in ITEM_FIELDS}
+
+    def for_article(self, article_id: str, query: RelatedQuery, policy: Policy | None = None) -> RelatedList:
+        row = self._row(article_id)
+        served = self.served_list(article_id, query) if policy is None else None
+        if served is not None:
+            items = [self.item_metadata(r) | {"score": round(s, 4)} for r, s in zip(*served)]
+            return RelatedList(article_id, self.name, items)
+        ctx = self.context(row)
+        dense = self.dense[row : row + 1]
+        return self._serve(article_id, ctx, dense, query, policy or self.policy, self.neighbours[row], self.neighbour_scores[row])
 
     def for_draft(
         self, title: str, body: str, lang: str | None, query: RelatedQuery, policy: Policy | None = None
@@ -256,8 +263,7 @@ class RelatedIndex:
             width *= 8
 
     def _item(self, ctx: QueryContext, item: RankedItem, explain: bool) -> dict:
-        meta = self.articles[item.row]
-        out = {name: meta.get(name) for name in ITEM_FIELDS}
+        out = self.item_metadata(item.row)
         out["score"] = round(item.score, 4)
         if explain:
             out["why"] = shared_terms(
