@@ -210,6 +210,7 @@ def main() -> None:
     parser.add_argument("--articles", type=int, default=100_000)
     parser.add_argument("--duration", type=float, default=15.0, help="Seconds per load phase (GET: over all rounds).")
     parser.add_argument("--rounds", type=int, default=3, help="Alternating GET rounds, ours vs bare.")
+    parser.add_argument("--warmup", type=float, default=20.0, help="Seconds of uniform GETs before measuring (0: cold).")
     parser.add_argument("--workers", type=int, default=1, help="uvicorn workers for both apps.")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2, help="wrk threads.")
@@ -218,8 +219,8 @@ def main() -> None:
     parser.add_argument("--no-wrk", action="store_true", help="Use the httpx client even when wrk is available.")
     parser.add_argument("--out", type=Path, default=RESULTS / "api_throughput.json")
     args = parser.parse_args()
-    if args.duration <= 0 or args.duration > 600 or not 1 <= args.concurrency <= 256:
-        parser.error("--duration must be in (0, 600] and --concurrency in [1, 256]")
+    if args.duration <= 0 or args.duration > 600 or not 0 <= args.warmup <= 600 or not 1 <= args.concurrency <= 256:
+        parser.error("--duration must be in (0, 600], --warmup in [0, 600] and --concurrency in [1, 256]")
 
     corpus, data_dir = ensure_index(args.articles, args.seed)
     drafts = make_drafts(corpus)
@@ -241,6 +242,9 @@ def main() -> None:
     with running(serve, port, env) as base, running(bare, bare_port, env) as bare_base:
         for _ in range(200):  # touch the code paths once before measuring
             urllib.request.urlopen(f"{base}/v1/articles/syn-{random.randrange(args.articles)}/related").read()
+        if args.warmup > 0:  # a running service has rendered most articles' items already (api/render.py)
+            warm = argparse.Namespace(**{**vars(args), "duration": args.warmup})
+            results["warmup"] = drive(base, "get", warm, n=args.articles, drafts=drafts, concurrency=args.concurrency)
         hot = min(HOT_IDS, args.articles)
         for i in range(hot):  # fill the response cache
             urllib.request.urlopen(f"{base}/v1/articles/syn-{i}/related?limit=10").read()
@@ -277,6 +281,8 @@ def main() -> None:
     print(f"{args.articles} articles, {args.workers} worker(s), c={args.concurrency}, {args.duration:.0f}s, "
           f"load tool {results['related']['tool']}")
     print(f"{'':<28} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    if "warmup" in results:
+        print(row(f"(warm-up {args.warmup:.0f}s, uniform ids)", results["warmup"]))
     print(row("GET related, uniform ids", results["related"]))
     print(row(f"GET related, {HOT_IDS} hot ids", results["related_hot"]))
     print(row("GET constant (bare FastAPI)", results["bare"]))
