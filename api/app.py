@@ -19,8 +19,10 @@ from api.errors import install_error_handlers
 from api.holder import IndexHolder
 from api.limits import BodySizeLimitMiddleware
 from api.metrics import Metrics, MetricsMiddleware
+from api.render import ServedRenderer
 from api.routes import admin, health, related
 from api.settings import Settings
+from index.threads import single_threaded_kernels
 
 log = logging.getLogger("related.api")
 
@@ -59,15 +61,19 @@ def create_app(settings: Settings | None = None, *, holder: IndexHolder | None =
     metrics = Metrics()
     cache = ResponseCache(settings.response_cache_size)
     holder.on_swap(cache.clear)
+    holder.on_swap(lambda index: setattr(app.state, "renderer", ServedRenderer(index)))
     holder.on_swap(metrics.index_swapped)
     holder.on_failure(lambda _message: metrics.reload_failures.inc())
 
     # Drafts (~10 ms: vectorizing plus a FAISS search) run off the event loop on a small pool of
     # their own; the default 40-thread pool made concurrent requests fight over the GIL.
-    ranker = ThreadPoolExecutor(max_workers=RANKING_THREADS, thread_name_prefix="rank")
+    ranker = ThreadPoolExecutor(
+        max_workers=RANKING_THREADS, thread_name_prefix="rank", initializer=single_threaded_kernels
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        single_threaded_kernels()  # GET requests rank on the event loop's thread
         async with holder.watching(settings.reload_check_seconds):
             yield
         ranker.shutdown(wait=False)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+import gc
 from typing import Any
 
 from index.artifacts import Version, current_version
@@ -25,10 +26,12 @@ log = logging.getLogger("related.api.reload")
 
 
 def load_version(path: Path) -> Any:
-    """Open and verify one version dir (runs in a worker thread)."""
+    """Open, verify and warm up one version dir (runs in a worker thread)."""
     from recommender.related import RelatedIndex
 
-    return RelatedIndex(Version.open(path, verify=True))
+    index = RelatedIndex(Version.open(path, verify=True))
+    index.warm_up()
+    return index
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,9 @@ class IndexHolder:
                     failure_listener(self.last_reload_error)
                 return ReloadOutcome(False, version, self.last_reload_error)
             self.index = new  # the single swap; requests holding the old object keep it
+            # The index's ~10 objects per article never die while served: keep them out of the
+            # cyclic GC, whose full passes over them were the slowest requests' pauses.
+            gc.freeze()
             self.loaded_target = target
             self.failed_target = None
             self.last_reload_error = None

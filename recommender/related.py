@@ -104,6 +104,18 @@ class RelatedIndex:
             raise NoIndexError(f"no index in {data_dir}: run `related build` first")
         return cls(Version.open(path, verify=verify))
 
+    def warm_up(self) -> None:
+        """One query down each path, so the first live requests after a load do not pay for
+        loading compiled kernels (half a second) or faulting in the first pages."""
+        live = np.flatnonzero(self.catalog.alive)
+        if len(live) == 0:
+            return
+        article = self.articles[int(live[0])]
+        query = RelatedQuery(limit=3)
+        self.for_article(article["id"], query)
+        self.for_article(article["id"], query, policy=self.policy)
+        self.for_draft(article.get("title") or article["id"], "", article.get("lang"), query)
+
     @property
     def size(self) -> int:
         return int(self.catalog.alive.sum())
@@ -149,16 +161,37 @@ class RelatedIndex:
             expanded=self.corpus.expanded[rows] if stored and self.corpus.expanded is not None else None,
         )
 
-    def for_article(self, article_id: str, query: RelatedQuery, policy: Policy | None = None) -> RelatedList:
+    def _row(self, article_id: str) -> int:
         row = self.row_of.get(article_id)
         if row is None or not self.catalog.alive[row]:
             raise ArticleNotFoundError(f"article {article_id!r} is not in index version {self.name}")
+        return row
+
+    def served_list(self, article_id: str, query: RelatedQuery) -> tuple[list[int], list[float]] | None:
+        """The precomputed list (catalog rows, scores) when it answers this query: no filters,
+        no explanations, enough live items. None: ask `for_article`."""
+        row = self._row(article_id)
+        if self.served is None or query.explain:
+            return None
+        if query.filters_for(self.articles[row].get("lang") or self.config.text.default_lang):
+            return None
+        rows = self.served[0][row, : query.limit]
+        if len(rows) < query.limit or rows[-1] < 0 or not self.catalog.alive[rows].all():
+            return None
+        return rows.tolist(), self.served[1][row, : query.limit].tolist()
+
+    def item_metadata(self, row: int) -> dict:
+        """What a list shows of an article, without its score."""
+        meta = self.articles[row]
+        return {name: meta.get(name) for name in ITEM_FIELDS}
+
+    def for_article(self, article_id: str, query: RelatedQuery, policy: Policy | None = None) -> RelatedList:
+        row = self._row(article_id)
+        served = self.served_list(article_id, query) if policy is None else None
+        if served is not None:
+            items = [self.item_metadata(r) | {"score": round(s, 4)} for r, s in zip(*served)]
+            return RelatedList(article_id, self.name, items)
         ctx = self.context(row)
-        if policy is None and self.served is not None and not query.filters_for(ctx.lang):
-            rows = self.served[0][row, : query.limit]
-            if len(rows) == query.limit and rows[-1] >= 0 and self.catalog.alive[rows].all():
-                items = [RankedItem(int(r), float(s), {"text": round(float(s), 4)}) for r, s in zip(rows, self.served[1][row])]
-                return RelatedList(article_id, self.name, [self._item(ctx, i, query.explain) for i in items])
         dense = self.dense[row : row + 1]
         return self._serve(article_id, ctx, dense, query, policy or self.policy, self.neighbours[row], self.neighbour_scores[row])
 
@@ -231,8 +264,7 @@ class RelatedIndex:
             width *= 8
 
     def _item(self, ctx: QueryContext, item: RankedItem, explain: bool) -> dict:
-        meta = self.articles[item.row]
-        out = {name: meta.get(name) for name in ITEM_FIELDS}
+        out = self.item_metadata(item.row)
         out["score"] = round(item.score, 4)
         if explain:
             out["why"] = shared_terms(

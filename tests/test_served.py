@@ -39,3 +39,20 @@ def test_filters_and_policy_changes_bypass_served_lists(index: RelatedIndex) -> 
     excluded = index.for_article(article_id, RelatedQuery(limit=3, exclude=frozenset({first})))
     assert first not in [item["id"] for item in excluded.items]
     assert len(excluded.items) == 3
+
+
+def test_api_bodies_from_fragments_equal_the_rendered_list(index: RelatedIndex) -> None:
+    import json
+
+    from api.render import ServedRenderer, render
+
+    renderer = ServedRenderer(index)
+    checked = 0
+    for article_id in index.catalog.ids:
+        served = index.served_list(article_id, RelatedQuery(limit=3))
+        if served is None:
+            continue
+        fast = json.loads(renderer.render(article_id, *served))
+        assert fast == json.loads(render(index.for_article(article_id, RelatedQuery(limit=3), policy=index.policy)))
+        checked += 1
+    assert checked > len(index.catalog.ids) // 2

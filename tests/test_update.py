@@ -98,6 +98,24 @@ def test_delete_removes_everywhere_and_refills(tmp_path: Path, built: Path) -> N
             assert "budget-3" not in ids and len(ids) == 10
 
 
+def test_served_lists_after_an_update_equal_the_request_time_policy(tmp_path: Path, built: Path) -> None:
+    edited = article("quake", 2, seed=9, article_id="flood-2")  # flood-2 now tells a quake story
+    apply(tmp_path, built, [article("flood", 99, seed=5), edited, {"id": "budget-3", "deleted": True}])
+    index = RelatedIndex.open(built)
+    assert index.served is not None
+    answered = 0
+    for article_id in index.catalog.ids:
+        if not index.catalog.alive[index.row_of[article_id]]:
+            continue
+        query = RelatedQuery(limit=3)
+        answered += index.served_list(article_id, query) is not None
+        fast = index.for_article(article_id, query).items
+        assert fast == index.for_article(article_id, query, policy=index.policy).items, article_id
+    assert answered > 0
+    listed = index.served[0][index.catalog.alive]
+    assert not (~index.catalog.alive)[listed[listed >= 0]].any()  # no tombstone (deleted, or edited away) is served
+
+
 def test_targeted_refresh_equals_full_recomputation(tmp_path: Path, built: Path) -> None:
     """With FAISS candidates covering the corpus, merged lists are exactly a recomputation's."""
     news = [article(s, 50 + i, seed=3) for s in ("chips", "comet") for i in range(3)]

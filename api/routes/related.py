@@ -4,39 +4,30 @@ from __future__ import annotations
 import asyncio
 import logging
 from functools import partial
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Path, Request
-from pydantic_core import to_json
+from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from api.cache import etag_for, etag_matches
 from api.deps import IndexDep, current_index, parse_related_params
 from api.errors import ApiError
+from api.render import ServedRenderer, render
 from api.schemas import DraftRequest, ErrorResponse, RelatedParams, RelatedResponse, query_parameters
 
 log = logging.getLogger("related.api")
 router = APIRouter(tags=["related"])
 JSON = "application/json"
 
+ARTICLE_ID = {
+    "name": "article_id", "in": "path", "required": True, "schema": {"type": "string"},
+    "description": "The CMS id of the article, percent-encoded.",
+}
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "`article_not_found`"},
     422: {"model": ErrorResponse, "description": "`invalid_parameter`: which parameter and why"},
     503: {"model": ErrorResponse, "description": "`no_index`: no index version loaded yet"},
 }
-
-
-def render(result: Any) -> bytes:
-    """The response body; NaN/inf (never expected) become null rather than invalid JSON."""
-    return to_json(
-        {
-            "article_id": result.article_id,
-            "index_version": result.index_version,
-            "fill_reason": result.fill_reason,
-            "items": result.items,
-        },
-        inf_nan_mode="null",
-    )
 
 
 @router.get(
@@ -50,15 +41,13 @@ def render(result: Any) -> bytes:
         "Article ids may contain any character: percent-encode them (`/` as `%2F`)."
     ),
     responses={**ERRORS, 304: {"description": "Not modified: the `If-None-Match` ETag still matches."}},
-    openapi_extra={"parameters": query_parameters(RelatedParams)},
+    openapi_extra={"parameters": [ARTICLE_ID, *query_parameters(RelatedParams)]},
 )
-async def related_to_article(
-    request: Request,
-    article_id: Annotated[str, Path(description="The CMS id of the article, percent-encoded.")],
-) -> Response:
-    # The hot path: no dependencies (each costs a pass of FastAPI's resolver, about as much
-    # as answering a precomputed list); options, index, cache and Cache-Control come
-    # straight from the request and the app state.
+async def related_to_article(request: Request) -> Response:
+    # The hot path: no parameters for FastAPI to resolve (its resolver costs about as much as
+    # answering a precomputed list); the id, options, index, cache and Cache-Control come
+    # straight from the request and the app state. OpenAPI gets the parameters declared above.
+    article_id: str = request.path_params["article_id"]
     params = parse_related_params(request)
     index = current_index(request)
     state = request.app.state
@@ -70,10 +59,17 @@ async def related_to_article(
         return Response(status_code=304, headers=headers)
     body = cache.get(etag)
     if body is None:
-        # A precomputed list is ~1 ms of work: done inline. Any thread hand-off cost more than
+        # Tens of microseconds of work: done inline. A thread hand-off would cost more than
         # the work itself (3x fewer req/s in benchmarks/api_throughput.py).
-        result = index.for_article(article_id, params.to_query(params.relative_to))
-        body = render(result)
+        query = params.to_query(params.relative_to)
+        served = index.served_list(article_id, query)
+        if served is not None:
+            renderer = state.renderer
+            if renderer.index is not index:  # a request that began on the previous version
+                renderer = ServedRenderer(index)
+            body = renderer.render(article_id, *served)
+        else:
+            body = render(index.for_article(article_id, query))
         cache.put(etag, body)
     return Response(body, media_type=JSON, headers=headers)
 

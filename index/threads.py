@@ -1,0 +1,18 @@
+"""Threads for request-time work: one per request, not one team per kernel.
+
+A request ranks one article. FAISS and the numba kernels each bring an OpenMP runtime, and
+a parallel region over a single query gains nothing while the two runtimes' spinning
+workers delay each other's regions: a 0.1 ms kernel call measured 10-16 ms in a serving
+process. Serving threads therefore run every kernel on their own thread; builds, updates
+and evaluations keep all cores.
+"""
+from __future__ import annotations
+
+import faiss
+import numba
+
+
+def single_threaded_kernels() -> None:
+    """For the calling thread (numba's setting is per thread) and FAISS (process-wide)."""
+    faiss.omp_set_num_threads(1)
+    numba.set_num_threads(1)
