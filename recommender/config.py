@@ -69,7 +69,11 @@ class NeighbourConfig(_Section):
 
     k: int = Field(50, ge=1, le=1000, description="Neighbours stored per article.")
     candidates: int = Field(300, ge=1, description="FAISS candidates re-ranked per article.")
-    sparse_weight: float = Field(1.0, ge=0.0, le=1.0, description="Blend: weight of exact sparse cosine vs dense.")
+    # 0.6: the LSA cosine in the score keeps a story's topic together where the sparse cosine
+    # alone drifts to articles sharing one rare name; measured on four datasets it raises nDCG@10
+    # on three (bbc 0.929 -> 0.936, 10kgnad 0.656 -> 0.659, reuters 0.720 -> 0.733), costs duc2004
+    # 0.893 -> 0.887, and lifts the served lists' recall of exhaustive scoring to >= 0.98 on all.
+    sparse_weight: float = Field(0.6, ge=0.0, le=1.0, description="Blend: weight of exact sparse cosine vs dense.")
     feedback: int = Field(5, ge=0, le=50, description="Pseudo-relevance feedback: neighbours folded in (0 = off).")
     feedback_weight: float = Field(1.0, ge=0.0, le=10.0)
     time_weight: float = Field(0.3, ge=0.0, le=1.0, description="Share of the score that depends on date proximity.")

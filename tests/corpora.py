@@ -142,7 +142,8 @@ def policy_scenarios() -> list[dict]:
     return recs
 
 
-POLICY_BUILD = {"neighbours": {"time_weight": 0.0, "k": 6}, "text": {"min_df": 1}}
+# Sparse-only scores: the scenarios are built on exact term symmetries, which LSA on a tiny corpus blurs.
+POLICY_BUILD = {"neighbours": {"time_weight": 0.0, "k": 6, "sparse_weight": 1.0}, "text": {"min_df": 1}}
 
 
 def merge(base: dict, extra: dict) -> dict:
