@@ -154,32 +154,11 @@ def row_top(matrix: sp.csr_matrix, width: int, exclude: np.ndarray | None = None
     return _row_top(indptr, indices.astype(np.int64), data, width, exclude)
 
 
-@numba.njit(cache=True, nogil=True)
-def _merge_dots(a_indptr, a_indices, a_data, a_rows, b_indptr, b_indices, b_data, b_rows):  # pragma: no cover
-    out = np.zeros(len(a_rows), dtype=np.float32)
-    for k in range(len(a_rows)):
-        p, p_end = a_indptr[a_rows[k]], a_indptr[a_rows[k] + 1]
-        q, q_end = b_indptr[b_rows[k]], b_indptr[b_rows[k] + 1]
-        total = 0.0
-        while p < p_end and q < q_end:
-            left, right = a_indices[p], b_indices[q]
-            if left == right:
-                total += a_data[p] * b_data[q]
-                p += 1
-                q += 1
-            elif left < right:
-                p += 1
-            else:
-                q += 1
-        out[k] = total
-    return out
-
-
 class SortedRows:
-    """A CSR matrix's arrays with sorted column ids, for dot products of a few row pairs.
+    """A CSR matrix with sorted column ids in each row, and its arrays as the kernels take them.
 
-    Request-time ranking compares a handful of rows; a sorted merge per pair avoids both
-    scipy's per-call overhead (tens of microseconds) and `pair_dots`'s dense scratch row.
+    Request-time ranking compares a handful of rows by a sorted merge per pair (recommender/
+    copies.py), which needs sorted rows and no per-call conversion of the arrays.
     """
 
     def __init__(self, matrix: sp.csr_matrix) -> None:
@@ -187,11 +166,3 @@ class SortedRows:
             matrix = matrix.sorted_indices()
         self.matrix = matrix
         self.parts = _csr_parts(matrix)
-
-    def dots(self, rows: np.ndarray, other: SortedRows, other_rows: np.ndarray) -> np.ndarray:
-        """out[k] = self[rows[k]] . other[other_rows[k]]."""
-        rows = np.ascontiguousarray(rows, dtype=np.int64)
-        other_rows = np.ascontiguousarray(other_rows, dtype=np.int64)
-        if rows.size == 0:
-            return np.zeros(0, dtype=np.float32)
-        return _merge_dots(*self.parts, rows, *other.parts, other_rows)

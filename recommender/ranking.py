@@ -18,9 +18,9 @@ import scipy.sparse as sp
 
 from index.sparse_kernels import SortedRows
 from recommender.config import PolicyConfig
+from recommender.copies import collapse
 
 DAY = 86_400.0
-SAME_TITLE_MIN_COSINE = 0.98
 ANY_LANGUAGE = "any"
 
 
@@ -150,10 +150,6 @@ class QueryContext:
         """The query's TF-IDF row as a [1, V] matrix."""
         return self.source.matrix[self.source_row]
 
-    def cosines(self, catalog: Catalog, rows: np.ndarray) -> np.ndarray:
-        """Exact TF-IDF cosine of the query with catalog rows."""
-        return self.source.dots(np.full(len(rows), self.source_row), catalog.rows, rows)
-
 
 @dataclass
 class RankedItem:
@@ -195,91 +191,16 @@ class Policy:
         return keep
 
     # -- duplicates ----------------------------------------------------------------------
-    def _is_copy(self, cosine: np.ndarray, same_title_or_url: np.ndarray) -> np.ndarray:
-        """Near-identical text, or the same headline or URL over very similar text (a recurring
-        headline such as "Weather" or "Letters" over different text is no copy)."""
-        copy = cosine >= self.config.duplicate_threshold
-        if self.config.duplicate_same_title:
-            copy |= same_title_or_url & (cosine >= SAME_TITLE_MIN_COSINE)
-        return copy
-
-    def _may_copy(self, coverage_a: np.ndarray, coverage_b: np.ndarray, dense_cosine: np.ndarray) -> np.ndarray:
-        """Whether two rows can be copies, from their LSA vectors alone (no false negatives).
-
-        The SVD projection P has orthonormal rows, so |Pa - Pb| <= |a - b| = sqrt(2 - 2 cos(a, b)),
-        and |Pa - Pb|^2 = ra^2 + rb^2 - 2 ra rb cos(Pa, Pb) with ra = |Pa| (the coverage). Only
-        pairs passing this bound get the exact TF-IDF cosine.
-        """
-        lowest = self.config.duplicate_threshold
-        if self.config.duplicate_same_title:
-            lowest = min(lowest, SAME_TITLE_MIN_COSINE)
-        distance = coverage_a**2 + coverage_b**2 - 2 * coverage_a * coverage_b * dense_cosine
-        return distance <= 2 - 2 * lowest + 1e-3  # float32 rounding
-
-    def _block_copies(
-        self, catalog: Catalog, ctx: QueryContext, block: np.ndarray, compared: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """For catalog rows `block` (the tail of `compared`): which are copies of the query, and
-        copy[b, c]: block[b] and compared[c] are the same article (never a row with itself)."""
-        n, lead = len(block), len(compared) - len(block)
-        vectors = np.vstack([catalog.dense[compared], ctx.dense[None, :]])  # the query is the last column
-        coverage = np.append(catalog.coverage[compared], np.float32(ctx.coverage))
-        may = self._may_copy(coverage[lead:-1, None], coverage[None, :], vectors[lead:-1] @ vectors.T)
-        may[np.arange(n), lead + np.arange(n)] = False
-        copy = np.zeros(may.shape, dtype=bool)
-        b, c = np.nonzero(may)
-        if len(b):
-            query = c == len(compared)
-            left, right = block[b], compared[np.minimum(c, len(compared) - 1)]
-            cosine = np.empty(len(b), dtype=np.float32)
-            cosine[query] = ctx.source.dots(np.full(int(query.sum()), ctx.source_row), catalog.rows, left[query])
-            cosine[~query] = catalog.rows.dots(left[~query], catalog.rows, right[~query])
-            same = np.zeros(len(b), dtype=bool)
-            for codes, query_code in (
-                (catalog.title_codes, catalog.title_code(ctx.title_key)),
-                (catalog.url_codes, catalog.url_code(ctx.url_key)),
-            ):
-                other = np.where(query, query_code, codes[right])
-                same |= (codes[left] == other) & (other >= 0)
-            copy[b, c] = self._is_copy(cosine, same)
-        return copy[:, -1], copy[:, :-1]
-
     def collapse_duplicates(
         self, catalog: Catalog, ctx: QueryContext, rows: np.ndarray, scores: np.ndarray, pool: int
     ) -> list[RankedItem]:
-        """Copies of the query go; each group of copies keeps one item (the freshest) at its best rank.
-
-        Walks the candidates in blocks and stops once `pool` distinct items are kept, so a
-        wide fallback search costs a few small products, not one per pair. Only pairs whose
-        LSA vectors are close enough get the exact TF-IDF check (`_may_copy`).
-        """
-        kept: list[int] = []  # positions in rows of group leaders
-        groups: dict[int, list[int]] = {}
-        block_size = max(2 * pool, 16)
-        for start in range(0, len(rows), block_size):
-            if len(kept) >= pool:
-                break
-            block = np.arange(start, min(len(rows), start + block_size))
-            compared = np.concatenate([np.asarray(kept, dtype=np.int64), block])  # leaders so far, then this block
-            copies_query, copy = self._block_copies(catalog, ctx, rows[block], rows[compared])
-            has_copy = copy.any(axis=1)
-            column = {int(p): c for c, p in enumerate(compared)}
-            for b, pos in enumerate(block.tolist()):
-                if copies_query[b]:
-                    continue
-                leader = next((k for k in kept if copy[b, column[k]]), None) if has_copy[b] else None
-                if leader is not None:
-                    groups[leader].append(pos)
-                elif len(kept) < pool:
-                    kept.append(pos)
-                    groups[pos] = [pos]
-        result = []
-        for leader in kept:
-            members = groups[leader]
-            chosen = leader if len(members) == 1 else max(members, key=lambda p: _time_key(catalog.published[rows[p]]))
-            score = float(scores[leader])
-            result.append(RankedItem(int(rows[chosen]), score, {"text": round(score, 4)}))
-        return result
+        """Copies of the query go; each group of copies keeps one item (its freshest) at its best rank."""
+        positions, shown = collapse(catalog, ctx, rows, pool, self.config)
+        items = []
+        for position, row in zip(positions.tolist(), shown.tolist()):
+            score = float(scores[position])
+            items.append(RankedItem(row, score, {"text": round(score, 4)}))
+        return items
 
     # -- scoring -----------------------------------------------------------------------------
     def freshness(self, catalog: Catalog, ctx: QueryContext, items: list[RankedItem]) -> None:
@@ -350,10 +271,6 @@ class Policy:
         items = self.cap_categories(catalog, items)
         items = self.diversify(catalog, items, query.limit)
         return items[: query.limit]
-
-
-def _time_key(published: float) -> float:
-    return -math.inf if math.isnan(published) else published
 
 
 def shared_terms(
