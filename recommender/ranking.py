@@ -85,25 +85,47 @@ class Catalog:
             [self._urls.setdefault(u, len(self._urls)) if u else -1 for u in self.url_key], dtype=np.int64
         )
 
+    @staticmethod
+    def row_columns(rows: list[dict]) -> dict[str, list]:
+        """The per-article values of metadata rows (articles.jsonl), one list per column."""
+        return {
+            "ids": [a["id"] for a in rows],
+            "lang": [a.get("lang") for a in rows],
+            "category": [a.get("category") for a in rows],
+            "published": [epoch(a.get("published")) for a in rows],
+            "evergreen": [bool(a.get("evergreen")) for a in rows],
+            "url_key": [Catalog.normalize_url(a.get("url")) for a in rows],
+            "title_key": [Catalog.normalize_title(a.get("title") or "") for a in rows],
+        }
+
+    @classmethod
+    def from_columns(
+        cls, columns: dict[str, list], row_of: dict[str, int], *,
+        sparse: sp.csr_matrix, dense: np.ndarray, coverage: np.ndarray, alive: np.ndarray,
+    ) -> Catalog:
+        """From `row_columns` output and the vectors aligned with the rows."""
+        return cls(
+            ids=columns["ids"],
+            row_of=row_of,
+            lang=np.array(columns["lang"], dtype=object),
+            category=np.array(columns["category"], dtype=object),
+            published=np.array(columns["published"], dtype=np.float64),
+            evergreen=np.array(columns["evergreen"], dtype=bool),
+            alive=np.asarray(alive, dtype=bool),
+            url_key=columns["url_key"],
+            title_key=columns["title_key"],
+            sparse=sparse,
+            dense=dense,
+            coverage=coverage,
+        )
+
     @classmethod
     def from_rows(
         cls, rows: list[dict], *, sparse: sp.csr_matrix, dense: np.ndarray, coverage: np.ndarray, alive: np.ndarray
     ) -> Catalog:
         """From the metadata rows of articles.jsonl and the vectors aligned with them."""
-        return cls(
-            ids=[a["id"] for a in rows],
-            row_of={a["id"]: row for row, a in enumerate(rows)},
-            lang=np.array([a.get("lang") for a in rows], dtype=object),
-            category=np.array([a.get("category") for a in rows], dtype=object),
-            published=np.array([epoch(a.get("published")) for a in rows], dtype=np.float64),
-            evergreen=np.array([bool(a.get("evergreen")) for a in rows], dtype=bool),
-            alive=np.asarray(alive, dtype=bool),
-            url_key=[cls.normalize_url(a.get("url")) for a in rows],
-            title_key=[cls.normalize_title(a.get("title") or "") for a in rows],
-            sparse=sparse,
-            dense=dense,
-            coverage=coverage,
-        )
+        row_of = {a["id"]: row for row, a in enumerate(rows)}  # the last row of an id wins
+        return cls.from_columns(cls.row_columns(rows), row_of, sparse=sparse, dense=dense, coverage=coverage, alive=alive)
 
     def lang_code(self, lang: str) -> int:
         return self._langs.get(lang, -1)
