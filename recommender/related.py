@@ -140,7 +140,7 @@ class RelatedIndex:
             source_row=row,
             dense=self.dense[row],
             coverage=float(self.catalog.coverage[row]),
-            lang=self.articles[row].get("lang") or self.config.text.default_lang,
+            lang=self._lang(row),
             published=float(self.catalog.published[row]),
             row=row,
             url_key=self.catalog.url_key[row],
@@ -161,6 +161,9 @@ class RelatedIndex:
             expanded=self.corpus.expanded[rows] if stored and self.corpus.expanded is not None else None,
         )
 
+    def _lang(self, row: int) -> str:
+        return self.articles[row].get("lang") or self.config.text.default_lang
+
     def _row(self, article_id: str) -> int:
         row = self.row_of.get(article_id)
         if row is None or not self.catalog.alive[row]:
@@ -170,10 +173,10 @@ class RelatedIndex:
     def served_list(self, article_id: str, query: RelatedQuery) -> tuple[list[int], list[float]] | None:
         """The precomputed list (catalog rows, scores) when it answers this query: no filters,
         no explanations, enough live items. None: ask `for_article`."""
-        row = self._row(article_id)
-        if self.served is None or query.explain:
-            return None
-        if query.filters_for(self.articles[row].get("lang") or self.config.text.default_lang):
+        return self._served_rows(self._row(article_id), query)
+
+    def _served_rows(self, row: int, query: RelatedQuery) -> tuple[list[int], list[float]] | None:
+        if self.served is None or query.explain or query.filters_for(self._lang(row)):
             return None
         rows = self.served[0][row, : query.limit]
         if len(rows) < query.limit or rows[-1] < 0 or not self.catalog.alive[rows].all():
@@ -187,7 +190,7 @@ class RelatedIndex:
 
     def for_article(self, article_id: str, query: RelatedQuery, policy: Policy | None = None) -> RelatedList:
         row = self._row(article_id)
-        served = self.served_list(article_id, query) if policy is None else None
+        served = self._served_rows(row, query) if policy is None else None
         if served is not None:
             items = [self.item_metadata(r) | {"score": round(s, 4)} for r, s in zip(*served)]
             return RelatedList(article_id, self.name, items)
