@@ -21,6 +21,7 @@ from api.limits import BodySizeLimitMiddleware
 from api.metrics import Metrics, MetricsMiddleware
 from api.render import ServedRenderer
 from api.routes import admin, health, related
+from api.served_lists import ServedListsMiddleware
 from api.settings import Settings
 from index.threads import single_threaded_kernels
 
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None, *, holder: IndexHolder | None =
         app.include_router(module.router)
 
     # add_middleware wraps: the last added runs first (outermost).
+    app.add_middleware(ServedListsMiddleware, state=app.state, route=related.ARTICLE_ROUTE)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

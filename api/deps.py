@@ -6,7 +6,10 @@ per dependency per request, which costs more than everything else these do.
 from __future__ import annotations
 
 import hmac
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import parse_qsl
 
 from fastapi import Depends, Header, Request
 from fastapi.exceptions import RequestValidationError
@@ -18,6 +21,7 @@ from api.holder import IndexHolder
 from api.metrics import Metrics
 from api.schemas import LIST_OPTIONS, RelatedParams
 from api.settings import Settings
+from recommender.ranking import RelatedQuery
 
 if TYPE_CHECKING:
     from recommender.related import RelatedIndex
@@ -55,25 +59,41 @@ async def get_index(request: Request) -> RelatedIndex:
     return current_index(request)
 
 
-def parse_related_params(request: Request) -> RelatedParams:
-    """Query string -> RelatedParams in one pydantic call.
+@dataclass(frozen=True)
+class ParsedQuery:
+    """A GET related query string, validated: the options, the ranking query and the ETag key."""
+
+    params: RelatedParams
+    query: RelatedQuery
+    cache_key: list[Any]
+    now_relative: bool  # the answer depends on the clock (max_age_days counted from now)
+
+
+@lru_cache(maxsize=1024)
+def parse_related_query(query_string: bytes) -> ParsedQuery:
+    """Query string -> validated options, in one pydantic call; memoized (CMSs send few distinct ones).
 
     FastAPI's own query-model parsing inspects every field's annotation on every request and
     cost more than the rest of a cached GET; this does the same validation (unknown
     parameters ignored, list options repeatable) with the same 422 error locations. The
     OpenAPI parameters are declared on the route from the model (schemas.query_parameters).
+    Callers share the result: never mutate it.
     """
-    query = request.query_params
     raw: dict[str, Any] = {}
-    for key in query.keys():
+    for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
         if key in RelatedParams.model_fields:
-            raw[key] = query.getlist(key) if key in LIST_OPTIONS else query[key]
+            if key in LIST_OPTIONS:
+                raw.setdefault(key, []).append(value)
+            else:
+                raw[key] = value  # the last one wins, as with Starlette's QueryParams
     try:
-        return RelatedParams.model_validate(raw)
+        params = RelatedParams.model_validate(raw)
     except ValidationError as err:
         raise RequestValidationError(
             [{"loc": ("query", *e["loc"]), "msg": e["msg"], "type": e["type"]} for e in err.errors()]
         ) from None
+    now_relative = params.max_age_days is not None and params.relative_to == "now"
+    return ParsedQuery(params, params.to_query(params.relative_to), params.cache_key(), now_relative)
 
 
 async def require_admin(

@@ -34,11 +34,11 @@ class ServedRenderer:
 
     def _fragment(self, row: int) -> bytes:
         """`{"id":…,"lang":…,"score":` for a catalog row."""
-        fragment = self._fragments.get(row)
-        if fragment is None:
-            fragment = self._fragments[row] = to_json(self.index.item_metadata(row))[:-1] + b',"score":'
+        fragment = self._fragments[row] = to_json(self.index.item_metadata(row))[:-1] + b',"score":'
         return fragment
 
     def render(self, article_id: str, rows: list[int], scores: list[float]) -> bytes:
-        items = b",".join(self._fragment(r) + repr(round(s, 4)).encode() + b"}" for r, s in zip(rows, scores))
+        """Scores are printed with 4 decimals, the same values as `round(score, 4)` elsewhere."""
+        get = self._fragments.get
+        items = b",".join([(get(r) or self._fragment(r)) + b"%.4f}" % s for r, s in zip(rows, scores)])
         return b'{"article_id":' + to_json(article_id) + self._head + items + b"]}"

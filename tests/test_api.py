@@ -287,12 +287,31 @@ def test_etag_304_and_changes_with_options(client):
     assert related(client, "chips-1", limit=5, exclude="chips-1,chips-2").headers["etag"] != etag
 
 
-def test_repeated_request_is_served_from_the_response_cache(client):
+def test_repeated_filtered_request_is_served_from_the_response_cache(client):
     cache = client.app.state.cache
-    a = related(client, "cup-3", limit=4)
+    a = related(client, "cup-3", limit=4, exclude_category="economy")
     hits = cache.hits
-    b = related(client, "cup-3", limit=4)
+    b = related(client, "cup-3", limit=4, exclude_category="economy")
     assert cache.hits == hits + 1 and a.content == b.content
+
+
+def test_unfiltered_list_is_answered_in_front_of_the_router_like_the_route(client):
+    """api.served_lists answers it without the response cache; the body equals the route's
+    (the same request with a no-op filter goes through FastAPI) apart from the ETag."""
+    cache = client.app.state.cache
+    before = (cache.hits, cache.misses)
+    fast = related(client, "cup-3", limit=4)
+    assert (cache.hits, cache.misses) == before
+    routed = related(client, "cup-3", limit=4, exclude="no-such-id")
+    assert (cache.hits, cache.misses) != before
+    assert fast.json()["items"] == routed.json()["items"] and len(fast.json()["items"]) == 4
+    assert fast.headers["content-type"] == "application/json"
+    assert fast.headers["cache-control"] == routed.headers["cache-control"]
+    assert int(fast.headers["content-length"]) == len(fast.content)
+    assert related(client, "cup-3", limit=4).headers["etag"] == fast.headers["etag"]
+    assert client.get("/v1/articles/cup-3/related?limit=4", headers={"If-None-Match": fast.headers["etag"]}).status_code == 304
+    metrics = client.get("/metrics").text
+    assert 'route="/v1/articles/{article_id}/related"' in metrics
 
 
 def test_unknown_article_is_404_json(client):

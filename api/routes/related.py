@@ -9,10 +9,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from api.cache import etag_for, etag_matches
-from api.deps import IndexDep, current_index, parse_related_params
+from api.cache import etag_matches
+from api.deps import IndexDep, current_index, parse_related_query
 from api.errors import ApiError
-from api.render import ServedRenderer, render
+from api.render import render
+from api.served_lists import validators
 from api.schemas import DraftRequest, ErrorResponse, RelatedParams, RelatedResponse, query_parameters
 
 log = logging.getLogger("related.api")
@@ -44,34 +45,26 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     openapi_extra={"parameters": [ARTICLE_ID, *query_parameters(RelatedParams)]},
 )
 async def related_to_article(request: Request) -> Response:
-    # The hot path: no parameters for FastAPI to resolve (its resolver costs about as much as
-    # answering a precomputed list); the id, options, index, cache and Cache-Control come
-    # straight from the request and the app state. OpenAPI gets the parameters declared above.
+    # Unfiltered lists never get here: api.served_lists answers them in front of the router.
+    # No parameters for FastAPI to resolve (its resolver cost about as much as the answer); the
+    # OpenAPI parameters are declared above.
     article_id: str = request.path_params["article_id"]
-    params = parse_related_params(request)
+    parsed = parse_related_query(request.scope["query_string"])
     index = current_index(request)
-    state = request.app.state
-    now_relative = params.max_age_days is not None and params.relative_to == "now"
-    etag = etag_for(index.name, article_id, params.cache_key(), now_relative=now_relative)
-    headers = {"ETag": etag, "Cache-Control": state.cache_control}
-    cache = state.cache
-    if etag_matches(request.headers.get("if-none-match"), etag):
+    headers = validators(request.app.state, index, article_id, parsed)
+    if etag_matches(request.headers.get("if-none-match"), headers["ETag"]):
         return Response(status_code=304, headers=headers)
-    body = cache.get(etag)
+    cache = request.app.state.cache
+    body = cache.get(headers["ETag"])
     if body is None:
-        # Tens of microseconds of work: done inline. A thread hand-off would cost more than
-        # the work itself (3x fewer req/s in benchmarks/api_throughput.py).
-        query = params.to_query(params.relative_to)
-        served = index.served_list(article_id, query)
-        if served is not None:
-            renderer = state.renderer
-            if renderer.index is not index:  # a request that began on the previous version
-                renderer = ServedRenderer(index)
-            body = renderer.render(article_id, *served)
-        else:
-            body = render(index.for_article(article_id, query))
-        cache.put(etag, body)
+        # A filtered list takes well under a millisecond in most cases: done inline, since a
+        # thread hand-off cost more than the work (3x fewer req/s in benchmarks/api_throughput.py).
+        body = render(index.for_article(article_id, parsed.query))
+        cache.put(headers["ETag"], body)
     return Response(body, media_type=JSON, headers=headers)
+
+
+ARTICLE_ROUTE = next(r for r in router.routes if getattr(r, "endpoint", None) is related_to_article)
 
 
 @router.post(
