@@ -271,12 +271,12 @@ def query_neighbours(
     out_scores = np.zeros((n, params.k), dtype=np.float32)
     expanded_parts = []
     for part in batches(n, params.batch_size):
-        q = subset(queries, part)
+        q = queries if n <= params.batch_size else subset(queries, part)  # slicing CSR costs more than a draft's search
         ids, dense_scores, first = first_pass(corpus, q, params, width or params.candidates)
         expanded = q.expanded if q.expanded is not None else expand_queries(corpus, q, params, ids, first)
         scores = rescore(corpus, q, params, ids, dense_scores, first, expanded)
         out_ids[part], out_scores[part] = top_k(ids, scores, params.k)
         if expanded is not None:
             expanded_parts.append(expanded)
-    expanded_all = sp.vstack(expanded_parts).tocsr() if expanded_parts else None
+    expanded_all = None if not expanded_parts else expanded_parts[0] if len(expanded_parts) == 1 else sp.vstack(expanded_parts).tocsr()
     return out_ids, out_scores, expanded_all

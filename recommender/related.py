@@ -149,7 +149,7 @@ class RelatedIndex:
 
     def queries(self, contexts: list[QueryContext], dense: np.ndarray) -> Queries:
         """Neighbour-search input for query contexts, with signatures pruned like the corpus's."""
-        sparse = sp.vstack([c.sparse for c in contexts]).tocsr()
+        sparse = contexts[0].sparse if len(contexts) == 1 else sp.vstack([c.sparse for c in contexts]).tocsr()
         rows = [c.row for c in contexts]
         stored = None not in rows
         return Queries(
@@ -212,10 +212,15 @@ class RelatedIndex:
             published=math.nan,
             title_key=Catalog.normalize_title(title),
         )
-        return self._serve(None, ctx, vectors.dense, query, policy or self.policy, None, None)
+        # First the list a stored article gets at build time; wider only when the policy or filters leave it short.
+        rows, scores = self._search(ctx, vectors.dense)
+        return self._serve(None, ctx, vectors.dense, query, policy or self.policy, rows, scores)
 
-    def _search(self, ctx: QueryContext, dense: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-        params = replace(self.config.neighbours.params(), k=width)
+    def _search(self, ctx: QueryContext, dense: np.ndarray, width: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The top `width` neighbours; with no width, the top k from the usual candidates (a stored article's list)."""
+        params = self.config.neighbours.params()
+        if width is not None:
+            params = replace(params, k=width)
         ids, scores, _ = query_neighbours(self.corpus, self.queries([ctx], dense), params, width=width)
         return ids[0], scores[0]
 
