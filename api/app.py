@@ -72,12 +72,16 @@ def create_app(settings: Settings | None = None, *, holder: IndexHolder | None =
         max_workers=RANKING_THREADS, thread_name_prefix="rank", initializer=single_threaded_kernels
     )
 
+    # Updates posted to /v1/admin/articles run one at a time (they hold the build lock anyway).
+    updater = ThreadPoolExecutor(max_workers=1, thread_name_prefix="update", initializer=single_threaded_kernels)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         single_threaded_kernels()  # GET requests rank on the event loop's thread
         async with holder.watching(settings.reload_check_seconds):
             yield
         ranker.shutdown(wait=False)
+        updater.shutdown(wait=True)  # an update in progress finishes its version
 
     app = FastAPI(
         title="related-articles",
@@ -92,6 +96,7 @@ def create_app(settings: Settings | None = None, *, holder: IndexHolder | None =
     app.state.cache = cache
     app.state.cache_control = f"public, max-age={settings.cache_max_age}"
     app.state.ranker = ranker
+    app.state.updater = updater
 
     install_error_handlers(app)
     for module in (related, health, admin):

@@ -270,6 +270,38 @@ class ReloadResult(BaseModel):
     version: str | None = Field(description="The version now being served.")
 
 
+class RejectedRecord(BaseModel):
+    line: int = Field(description="Line of the update body where the record starts.")
+    id: str | None = Field(description="The record's id, when it had a usable one.")
+    reason: str
+
+
+class UpdateResult(BaseModel):
+    """What `POST /v1/admin/articles` did: the same counts as `related update`'s summary line."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "status": "updated", "version": EXAMPLE_VERSION, "parent": "20260101T020000000000Z-0f1e2d3c",
+        "serving": EXAMPLE_VERSION, "articles": 12001, "added": 1, "replaced": 0, "deleted": 0, "unchanged": 0,
+        "not_found": 0, "refreshed": 7, "refilled": 0, "rejected": [], "rebuild_recommended": [], "seconds": 0.41,
+    }]})
+
+    status: Literal["updated", "unchanged"] = Field(description="`unchanged`: every record matched the index already.")
+    version: str = Field(description="The version written (or the current one when unchanged).")
+    parent: str = Field(description="The version the update was applied to.")
+    serving: str | None = Field(description="The version this process serves after the update.")
+    articles: int = Field(description="Live articles in `version`.")
+    added: int
+    replaced: int
+    deleted: int
+    unchanged: int
+    not_found: int = Field(description="Deletions of ids the index does not hold.")
+    refreshed: int = Field(description="Existing lists a new or edited article entered.")
+    refilled: int = Field(description="Existing lists refilled after losing a replaced or deleted article.")
+    rejected: list[RejectedRecord] = Field(description="Records skipped, with their lines; the rest were applied.")
+    rebuild_recommended: list[str] = Field(description="Why a full `related build` is due (vocabulary drift), if it is.")
+    seconds: float
+
+
 def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     """OpenAPI query parameters for a model parsed by hand (see api.deps.parse_related_params)."""
     schema = model.model_json_schema()

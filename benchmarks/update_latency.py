@@ -1,10 +1,13 @@
 """Latency of `related update` on a 100k-article index, end to end, against a full rebuild.
 
-For each update (1,000 new articles; a single article) the clock starts when `related update`
-is launched and stops when a running `related serve` answers with the new article in the
-related list of one of its same-story articles (the API's hot reload; its check interval is
-set with RELATED_RELOAD_CHECK_SECONDS, default here 0.25 s). The time until the CLI exited
-(new version published) is reported too, and the update's own stage timings.
+Each update (1,000 new articles; a single article) is applied two ways:
+- with the CLI, as cron does: the clock starts when `related update` is launched and stops
+  when a running `related serve` answers with the new article in the related list of one of
+  its same-story articles (the API's hot reload; its check interval is set with
+  RELATED_RELOAD_CHECK_SECONDS, default here 0.25 s). The time until the CLI exited (new
+  version published) is reported too, and the update's own stage timings;
+- POSTed to the running service (`/v1/admin/articles`, what a CMS calls when it publishes):
+  the clock starts with the request and stops when a GET shows the article in such a list.
 
 The 100k base index is built once under benchmarks/results/update-100k/base and reused; each
 measurement runs on a fresh data dir holding a hard-linked copy of the base version (versions
@@ -114,9 +117,15 @@ def stitched_articles(corpus: Path, n: int, count: int, tag: str, seed: int) -> 
     return records, mates
 
 
+ADMIN_TOKEN = "update-latency-benchmark"
+
+
 @contextlib.contextmanager
 def serving(data: Path, reload_seconds: float):
-    env = dict(os.environ, RELATED_RELOAD_CHECK_SECONDS=str(reload_seconds), RELATED_RESPONSE_CACHE_SIZE="0")
+    env = dict(
+        os.environ, RELATED_RELOAD_CHECK_SECONDS=str(reload_seconds), RELATED_RESPONSE_CACHE_SIZE="0",
+        RELATED_ADMIN_TOKEN=ADMIN_TOKEN, RELATED_MAX_BODY_BYTES=str(64 << 20),  # room for the 1,000-article batch
+    )
     port = free_port()
     cmd = [related_bin(), "serve", "--data-dir", str(data), "--host", HOST, "--port", str(port)]
     with running(cmd, port, env) as base:
@@ -180,6 +189,40 @@ def measure_update(base_dir: Path, records: list[dict], mates: dict[str, list[st
     return result
 
 
+def measure_posted(base_dir: Path, records: list[dict], mates: dict[str, list[str]], probe: str,
+                   reload_seconds: float) -> dict:
+    """The same update POSTed to a running service (`/v1/admin/articles`, a CMS publish hook)."""
+    data = fresh_data_dir(base_dir)
+    body = "".join(json.dumps(r) + "\n" for r in records).encode()
+    try:
+        with serving(data, reload_seconds) as base:
+            request = urllib.request.Request(
+                f"{base}/v1/admin/articles", data=body, method="POST",
+                headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/x-ndjson"},
+            )
+            started = time.perf_counter()
+            with urllib.request.urlopen(request, timeout=300) as response:
+                result = json.loads(response.read())
+            answered = time.perf_counter()
+            seen = any(probe in related_ids(base, mate) for mate in mates[probe])
+            seen_at = time.perf_counter()
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
+    return {
+        "articles": len(records), "probe": probe,
+        "response_seconds": round(answered - started, 3),
+        "in_process_seconds": result["seconds"],
+        "end_to_end_seconds": round(seen_at - started, 3) if seen else None,
+        "end_to_end": "served by the API" if seen else "not seen by the API",
+        "result": {k: result[k] for k in ("status", "added", "refreshed", "serving")},
+    }
+
+
+def seconds_of(run: dict) -> float:
+    """End to end when the API was watched, else until the CLI exited or the call returned."""
+    return run["end_to_end_seconds"] or run.get("cli_seconds") or run["response_seconds"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100_000)
@@ -200,19 +243,24 @@ def main() -> None:
         r = runs[name]
         print(f"{name:>12}: end-to-end {r['end_to_end_seconds']} s ({r['end_to_end']}), CLI {r['cli_seconds']} s, "
               f"in-process {r['in_process_seconds']} s; stages {r['stages']}")
+    if not args.no_api:
+        for name, records, mates in (("single", single, single_mates), (f"batch_{args.batch}", batch, batch_mates)):
+            r = runs[f"posted_{name}"] = measure_posted(base, records, mates, records[-1]["id"], args.reload_seconds)
+            print(f"{'posted ' + name:>18}: end-to-end {r['end_to_end_seconds']} s ({r['end_to_end']}), "
+                  f"response {r['response_seconds']} s, in-process {r['in_process_seconds']} s")
     full = build_info.get("seconds")
     ratios = {}
     if full:
         for name, r in runs.items():
-            best = r["end_to_end_seconds"] or r["cli_seconds"]
+            best = seconds_of(r)
             ratios[name] = round(full / best, 1)
             print(f"full rebuild {full} s is {ratios[name]}x the {name} update ({best} s)")
-    targets = {"single": 2.0, f"batch_{args.batch}": 10.0}
+    targets = {name: 2.0 if "single" in name else 10.0 for name in runs}
     out = {
         "n": args.n, "cpus": os.cpu_count(), "load_average": os.getloadavg(), "reload_check_seconds": args.reload_seconds,
         "full_build": build_info, "updates": runs, "rebuild_over_update": ratios,
         "targets_seconds": targets,
-        "meets_targets": {k: (runs[k]["end_to_end_seconds"] or runs[k]["cli_seconds"]) <= t for k, t in targets.items()},
+        "meets_targets": {k: seconds_of(runs[k]) <= t for k, t in targets.items()},
     }
     path = RESULTS / ("update_latency.json" if args.n == 100_000 else f"update_latency-{args.n // 1000}k.json")
     path.write_text(json.dumps(out, indent=2) + "\n")

@@ -66,6 +66,7 @@ from index.neighbours import (
     subset,
     top_k,
 )
+from recommender.articles import Reject
 from recommender.build import article_rows, documents, library_versions, publication_times
 from recommender.config import BuildConfig, PipelineConfig, PolicyConfig
 from recommender.errors import RelatedError
@@ -108,6 +109,7 @@ class UpdateReport:
     unchanged: int = 0
     not_found: int = 0  # deletions of ids the index does not hold
     rejects: int = 0
+    rejected: list[Reject] = field(default_factory=list)  # the rejects themselves, with their lines
     refreshed: int = 0  # existing lists a new article entered
     refilled: int = 0  # existing lists refilled after losing a replaced/deleted article
     served_cleared: int = 0  # changed lists left to the request-time policy (SERVED_RECOMPUTE_MAX)
@@ -522,7 +524,7 @@ def update(
         report = UpdateReport(version=None, parent=parent.name)
 
         ingested = read_source(source, allow_delete=True)
-        report.records, report.rejects = ingested.records, len(ingested.rejects)
+        report.records, report.rejects, report.rejected = ingested.records, len(ingested.rejects), ingested.rejects
         for reject in ingested.rejects[:20]:
             log.warning("rejected line %s (id=%s): %s", reject.line, reject.id, reject.reason)
         if ingested.records and not ingested.articles and not ingested.deletions:
@@ -531,7 +533,8 @@ def update(
         if share > build_config.max_reject_share:
             raise RelatedError(
                 f"{len(ingested.rejects)} of {ingested.records} update records rejected ({share:.0%}), more than "
-                f"build.max_reject_share={build_config.max_reject_share:.0%}"
+                f"build.max_reject_share={build_config.max_reject_share:.0%} (first: "
+                + "; ".join(f"line {r.line}: {r.reason}" for r in ingested.rejects[:3]) + ")"
             )
         stage("ingest")
 

@@ -22,6 +22,7 @@ import pytest
 warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
 from fastapi.testclient import TestClient  # noqa: E402
 
+from index.artifacts import build_lock  # noqa: E402
 from api.app import create_app  # noqa: E402
 from api.settings import Settings  # noqa: E402
 from recommender.build import build  # noqa: E402
@@ -494,6 +495,50 @@ def test_admin_reload_auth(built):
         error(c.post("/v1/admin/reload", headers={"Authorization": "Bearer wrong"}), 403, "forbidden")
         ok = c.post("/v1/admin/reload", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
         assert ok.status_code == 200 and ok.json() == {"reloaded": False, "version": built[1]}
+
+
+# -- updates posted by a CMS ---------------------------------------------------------------------
+def test_posted_article_is_served_in_its_story_lists_when_the_call_returns(tmp_path, now):
+    data_dir = tmp_path / "data"
+    first = build_index(data_dir, now=now)
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    flood = make_corpus(now)[1]
+    new = flood | {"id": "flood-new", "url": "https://news.example/flood/new", "title": "Harbour flood pumps (new)",
+                   "published": now.isoformat().replace("+00:00", "Z")}
+    body = json.dumps(new) + "\n" + json.dumps({"id": "budget-1", "deleted": True}) + "\n"
+    with serve(data_dir) as c:  # the periodic check is an hour: only the update's own swap can show it
+        ready(c)
+        assert "flood-new" not in ids(related(c, "flood-0"))
+        error(c.post("/v1/admin/articles", content=body), 401, "unauthorized")
+        done = c.post("/v1/admin/articles", content=body, headers=auth | {"Content-Type": "application/x-ndjson"})
+        assert done.status_code == 200, done.text
+        result = done.json()
+        assert result["status"] == "updated" and result["parent"] == first and result["serving"] == result["version"]
+        assert (result["added"], result["deleted"], result["replaced"]) == (1, 1, 0)
+        assert result["rejected"] == []
+        assert "flood-new" in ids(related(c, "flood-0"))
+        assert related(c, "flood-0").json()["index_version"] == result["version"]
+        error(related(c, "budget-1"), 404, "article_not_found")
+        assert "budget-1" not in ids(related(c, "budget-0", limit=10))
+        again = c.post("/v1/admin/articles", content=json.dumps(new) + "\n", headers=auth).json()
+        assert again["status"] == "unchanged" and again["unchanged"] == 1 and again["version"] == result["version"]
+        bad = error(c.post("/v1/admin/articles", content="{not json\n" + body, headers=auth), 422, "invalid_update")
+        assert "line 1: invalid JSON" in bad["message"]
+        resent = "".join(json.dumps(a) + "\n" for a in make_corpus(now)[16:26])  # cup stories, untouched
+        mostly_fine = c.post("/v1/admin/articles", content=resent + '{"id": "x", "title": 5}\n', headers=auth).json()
+        assert mostly_fine["unchanged"] == 10 and [(r["line"], r["id"]) for r in mostly_fine["rejected"]] == [(11, "x")]
+        assert "line 1: invalid JSON" in bad["message"]
+
+
+def test_posted_update_while_a_build_holds_the_lock_is_409(tmp_path, now):
+    data_dir = tmp_path / "data"
+    build_index(data_dir, now=now)
+    with serve(data_dir) as c, build_lock(data_dir):
+        ready(c)
+        response = c.post("/v1/admin/articles", content=json.dumps(make_corpus(now)[0]) + "\n",
+                          headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        error(response, 409, "update_in_progress")
+        assert response.headers["retry-after"] == "5"
 
 
 # -- starting empty, hot reload -----------------------------------------------------------------
