@@ -263,6 +263,7 @@ def main() -> None:
                 a["rps"] / b["rps"] for a, b in zip(rounds[ours], rounds["bare"])
             ), 3)
         results["draft_c1"] = drive(base, "post", args, n=args.articles, drafts=drafts, concurrency=1)
+        results["draft_c4"] = drive(base, "post", args, n=args.articles, drafts=drafts, concurrency=4)
         results["draft"] = drive(base, "post", args, n=args.articles, drafts=drafts, concurrency=args.concurrency)
         with urllib.request.urlopen(f"{base}/metrics") as r:
             metrics = r.read().decode()
@@ -287,6 +288,7 @@ def main() -> None:
     print(row(f"GET related, {HOT_IDS} hot ids", results["related_hot"]))
     print(row("GET constant (bare FastAPI)", results["bare"]))
     print(row("POST draft 500 words, c=1", results["draft_c1"]))
+    print(row("POST draft 500 words, c=4", results["draft_c4"]))
     print(row(f"POST draft 500 words, c={args.concurrency}", results["draft"]))
     print(f"ratio ours/bare: uniform {results['ratio']:.2f}, hot {results['ratio_hot']:.2f}   "
           f"5xx seen: {results['server_errors']:.0f}   -> {args.out}")
