@@ -303,7 +303,7 @@ class UpdateResult(BaseModel):
 
 
 def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
-    """OpenAPI query parameters for a model parsed by hand (see api.deps.parse_related_params)."""
+    """OpenAPI query parameters for a model parsed by hand (see api.deps.parse_related_query)."""
     schema = model.model_json_schema()
     parameters = []
     for name, prop in schema["properties"].items():
