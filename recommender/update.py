@@ -486,6 +486,19 @@ def update_hash(parent: Manifest, source: Path) -> str:
     return digest.hexdigest()
 
 
+def prepare_for_updates(version: Version) -> int:
+    """Copy a full build's per-row arrays into extendable memory (index.segments.prepare), so
+    that this process loads the versions updates write on top of it by appending their rows.
+    For a long-running service; returns how many arrays were copied."""
+    copied = 0
+    for name in SEGMENTED:
+        if name.endswith(".npy") and version.has(name):
+            paths = version.paths(name)
+            if len(paths) == 1:
+                copied += segments.prepare(name, paths[0])
+    return copied
+
+
 def update(
     source: Path, data_dir: Path, *, build_config: BuildConfig | None = None, progress: bool = False,
 ) -> UpdateReport:

@@ -42,6 +42,18 @@ def test_extension_in_place_never_changes_rows_handed_out(tmp_path: Path) -> Non
     np.testing.assert_array_equal(third[5:], [[7, 7, 7], [7, 7, 7]])
 
 
+def test_prepared_base_is_extended_by_the_first_delta_without_copying_it_again(tmp_path: Path, monkeypatch) -> None:
+    base = part(tmp_path / "base.npy", np.arange(10, dtype=np.int64).reshape(5, 2))
+    delta = part(tmp_path / "delta.npy", np.full((1, 2), 9, np.int64))
+    mapped = segments.concatenate("t5", [base])  # the service loads the build: mapped, nothing copied
+    assert segments.prepare("t5", base) is True
+    assert segments.prepare("t5", base) is False  # once
+    monkeypatch.setattr(segments, "allocate", lambda *a: pytest.fail("copied the base again"))
+    both = segments.concatenate("t5", [base, delta])
+    np.testing.assert_array_equal(both, np.vstack([mapped, [[9, 9]]]))
+    assert not both.flags.writeable
+
+
 def test_rewritten_part_is_not_taken_for_the_old_one(tmp_path: Path) -> None:
     base = part(tmp_path / "base.npy", np.zeros((3, 2), np.float32))
     extra = part(tmp_path / "extra.npy", np.ones((1, 2), np.float32))
