@@ -27,7 +27,7 @@ from recommender.articles import Article, Ingested
 from recommender.config import PipelineConfig
 from recommender.errors import RelatedError
 from recommender.gate import GateRefused, GateResult
-from recommender.ranking import Catalog
+from recommender.ranking import Catalog, epochs
 from recommender.served import precomputable, served_lists
 from recommender.sources import read_source, write_rejects
 from recommender.tfidf import ArticleVectorizer, Document, Vectors
@@ -103,10 +103,7 @@ def compute_neighbours(
 
 def publication_times(rows: Sequence[dict]) -> np.ndarray:
     """Epoch seconds per article (NaN when unknown), from the metadata rows."""
-    return np.array(
-        [datetime.fromisoformat(r["published"].replace("Z", "+00:00")).timestamp() if r.get("published") else np.nan for r in rows],
-        dtype=np.float64,
-    )
+    return epochs([r.get("published") for r in rows])
 
 
 def save_sparse(writer: VersionWriter, prefix: str, matrix: sp.csr_matrix) -> None:

@@ -10,6 +10,7 @@ import math
 import re
 import time
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -53,6 +54,25 @@ def epoch(published: str | None) -> float:
     return datetime.fromisoformat(published.replace("Z", "+00:00")).timestamp()
 
 
+def epochs(published: Sequence[str | None]) -> np.ndarray:
+    """`epoch` of many timestamps (float64): one numpy parse when all are in the stored form (UTC
+    with a 'Z', articles.format_timestamp). A corpus-wide column costs a few milliseconds, not a
+    fifth of a second of held GIL in the service. Same values: both divide whole microseconds by
+    10^6 with one rounding."""
+    if all(p is None or p.endswith("Z") for p in published):
+        try:
+            moments = np.array([p[:-1] if p else "NaT" for p in published], dtype="datetime64[us]")
+        except ValueError:  # not ISO 8601 as numpy reads it
+            moments = None
+        if moments is not None:
+            micros, unknown = moments.astype(np.int64), np.isnat(moments)
+            if not np.any(np.abs(micros[~unknown]) >= 2**53):  # else the float conversion would round first
+                seconds = micros / 1e6
+                seconds[unknown] = np.nan
+                return seconds
+    return np.array([epoch(p) for p in published], dtype=np.float64)
+
+
 @dataclass
 class Catalog:
     """Per-article arrays the policy filters on, aligned with the index rows."""
@@ -92,7 +112,7 @@ class Catalog:
             "ids": [a["id"] for a in rows],
             "lang": [a.get("lang") for a in rows],
             "category": [a.get("category") for a in rows],
-            "published": [epoch(a.get("published")) for a in rows],
+            "published": epochs([a.get("published") for a in rows]).tolist(),
             "evergreen": [bool(a.get("evergreen")) for a in rows],
             "url_key": [Catalog.normalize_url(a.get("url")) for a in rows],
             "title_key": [Catalog.normalize_title(a.get("title") or "") for a in rows],

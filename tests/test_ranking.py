@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime
+from datetime import datetime, timezone
 from types import SimpleNamespace
 
 import numpy as np
@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from index.sparse_kernels import SortedRows
 from recommender import ranking
 from recommender.config import PolicyConfig
-from recommender.ranking import Catalog, Policy, QueryContext, RelatedQuery, epoch, shared_terms
+from recommender.articles import format_timestamp
+from recommender.ranking import Catalog, Policy, QueryContext, RelatedQuery, epoch, epochs, shared_terms
 from recommender.related import RelatedIndex
 from tests.corpora import POLICY_BUILD, STORIES, day, newsroom, open_index, policy_scenarios, story_article
 
@@ -271,3 +272,18 @@ def test_served_lists_never_hold_the_query_duplicates_or_excluded_ids(news, arti
             assert {item["lang"] for item in result.items} <= {news.articles[news.row_of[article_id]]["lang"]}
     if len(listed) < limit:
         assert result.fill_reason == "exhausted"
+
+
+STORED_TIMES = st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31), timezones=st.just(timezone.utc))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), STORED_TIMES.map(format_timestamp)), max_size=20))
+def test_epochs_of_stored_timestamps_equal_epoch_of_each(published: list[str | None]) -> None:
+    np.testing.assert_array_equal(epochs(published), np.array([epoch(p) for p in published], dtype=np.float64))
+
+
+def test_epochs_reads_other_offsets_one_by_one() -> None:
+    mixed = ["2024-05-01T10:00:00+02:00", "2024-05-01T08:00:00Z", None]
+    np.testing.assert_array_equal(epochs(mixed), [epoch(p) for p in mixed])
+    assert epochs(mixed)[0] == epochs(mixed)[1]
