@@ -34,6 +34,7 @@ DESCRIPTION = """
 
 * `GET /v1/articles/{id}/related`: a stored article's list (cacheable: ETag + Cache-Control).
 * `POST /v1/related`: a list for an unsaved draft.
+* `POST /v1/admin/articles`: publish, edit or delete articles now (admin token).
 * Errors are always JSON: `{"error": {"code": "...", "message": "..."}}`.
 """
 TAGS = [
