@@ -66,9 +66,10 @@ class ServedListsMiddleware:
             return None  # the route answers with the error
         if served is None:
             return None
-        headers = [(k.lower().encode(), v.encode()) for k, v in validators(self.state, index, article_id, parsed).items()]
+        tags = validators(self.state, index, article_id, parsed)
+        headers = [(k.lower().encode(), v.encode()) for k, v in tags.items()]
         for name, value in scope["headers"]:
-            if name == b"if-none-match" and etag_matches(value.decode("latin-1"), headers[0][1].decode()):
+            if name == b"if-none-match" and etag_matches(value.decode("latin-1"), tags["ETag"]):
                 return 304, headers, b""
         renderer: ServedRenderer = self.state.renderer
         if renderer.index is not index:  # a swap since this request read the holder
