@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from index.artifacts import VersionWriter, build_lock, current_version, find_version_by_hash, prune, publish
 from index.faiss_index import IndexParams, build_index
+from index.simhash import signatures
 from index.neighbours import Corpus, build_neighbours, prune_rows
 from recommender.analysis import detect_language
 from recommender.articles import Article, Ingested
@@ -33,7 +34,7 @@ from recommender.sources import read_source, write_rejects
 from recommender.tfidf import ArticleVectorizer, Document, Vectors
 
 log = logging.getLogger("related.build")
-ARTIFACT_LAYOUT = 5  # bump when the files of a version change meaning: old versions are then rebuilt
+ARTIFACT_LAYOUT = 6  # bump when the files of a version change meaning: old versions are then rebuilt
 LIBRARIES = ("related-articles", "numpy", "scipy", "scikit-learn", "faiss-cpu")
 
 
@@ -119,7 +120,7 @@ def write_version(
     vectorizer: ArticleVectorizer,
     sparse: sp.csr_matrix,
     dense: np.ndarray,
-    coverage: np.ndarray,
+    simhash: np.ndarray,
     corpus: Corpus,
     neighbours: tuple[np.ndarray, np.ndarray],
     served: tuple[np.ndarray, np.ndarray] | None,
@@ -136,7 +137,7 @@ def write_version(
     if corpus.expanded is not None:
         save_sparse(writer, "expanded", corpus.expanded)
     writer.save_array("dense.npy", dense)
-    writer.save_array("lsa_coverage.npy", coverage)
+    writer.save_array("simhash.npy", simhash)
     writer.save_index("index.faiss", corpus.index)
     writer.save_array("neighbours.npy", neighbours[0])
     writer.save_array("neighbour_scores.npy", neighbours[1])
@@ -221,16 +222,17 @@ def build(
         with tqdm(total=n, desc="neighbours", unit="art", disable=not progress, leave=False) as bar:
             corpus, ids, scores = compute_neighbours(index, vectors, publication_times(rows), config, bar.update)
         t = stage("neighbours", t)
+        simhash = signatures(vectors.sparse)
         served = None
         if precomputable(config.policy):
             alive = np.ones(n, dtype=bool)
-            catalog = Catalog.from_rows(rows, sparse=vectors.sparse, dense=vectors.dense, coverage=vectors.coverage, alive=alive)
+            catalog = Catalog.from_rows(rows, sparse=vectors.sparse, dense=vectors.dense, alive=alive, simhash=simhash)
             served = served_lists(config.policy, catalog, ids, scores)
-            t = stage("served", t)
+        t = stage("served", t)
 
         with VersionWriter(data_dir) as writer:
             write_version(
-                writer, vectorizer=vectorizer, sparse=vectors.sparse, dense=vectors.dense, coverage=vectors.coverage, corpus=corpus, neighbours=(ids, scores), served=served,
+                writer, vectorizer=vectorizer, sparse=vectors.sparse, dense=vectors.dense, simhash=simhash, corpus=corpus, neighbours=(ids, scores), served=served,
                 rows=rows, alive=np.ones(n, dtype=bool),
             )
             write_rejects(ingested.rejects, writer.path("rejects.jsonl"))

@@ -40,7 +40,7 @@ def _starts_with(rows: list[dict], prefix: list[dict]) -> bool:
 
 
 def catalog_from_rows(
-    rows: list[dict], *, sparse: sp.csr_matrix, dense: np.ndarray, coverage: np.ndarray, alive: np.ndarray
+    rows: list[dict], *, sparse: sp.csr_matrix, dense: np.ndarray, alive: np.ndarray, simhash: np.ndarray | None = None
 ) -> Catalog:
     """`Catalog.from_rows`, reusing the columns of the last call's rows when `rows` extends them."""
     global _LAST
@@ -48,5 +48,5 @@ def catalog_from_rows(
         base = _LAST if _LAST.rows and _starts_with(rows, _LAST.rows) else _Columns()
         columns = _LAST = base.extended(rows)
     return Catalog.from_columns(
-        columns.columns, columns.row_of, sparse=sparse, dense=dense, coverage=coverage, alive=alive
+        columns.columns, columns.row_of, sparse=sparse, dense=dense, alive=alive, simhash=simhash
     )

@@ -3,10 +3,11 @@
 Two articles are copies when their TF-IDF cosine reaches `duplicate_threshold`, or when they
 share a normalized title or URL and the cosine reaches SAME_TITLE_MIN_COSINE (a recurring
 headline such as "Weather" over different text is no copy). Checking every pair exactly would
-cost a sparse merge per pair, so the LSA vectors screen them first: the SVD projection P has
-orthonormal rows, so |Pa - Pb|^2 = ra^2 + rb^2 - 2 ra rb cos(Pa, Pb) <= |a - b|^2 = 2 - 2 cos(a, b),
-with ra = |Pa| (the stored coverage). A pair failing that bound cannot be a copy; the screen
-never drops a real one.
+cost a sparse merge per pair, so SimHash signatures (index/simhash.py) screen them first: four
+popcounts per pair, and only pairs whose signatures are close enough to be copies get the exact
+check (a true copy fails the screen with probability below 1e-12). The cost per pair is the
+same on any corpus, unlike a bound from the LSA vectors, which is weak where the SVD captures
+little of each row.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 import numba
 import numpy as np
 
+from index.simhash import distance, max_bits
 from recommender.config import PolicyConfig
 
 if TYPE_CHECKING:
@@ -26,15 +28,13 @@ SAME_TITLE_MIN_COSINE = 0.98
 WALK_MIN = 100
 
 
-def rules(config: PolicyConfig) -> tuple[np.float32, bool, np.float32, np.float32]:
-    """(threshold, same-title rule on, LSA screen bound, same-title threshold) for the kernels."""
-    lowest = config.duplicate_threshold
-    if config.duplicate_same_title:
-        lowest = min(lowest, SAME_TITLE_MIN_COSINE)
-    bound = 2 - 2 * lowest + 1e-3  # + float32 rounding
+def rules(config: PolicyConfig) -> tuple[np.float32, bool, int, int, np.float32]:
+    """(threshold, same-title rule on, screen distance for copies, for same-title copies,
+    same-title threshold) for the kernels."""
+    title_min = min(config.duplicate_threshold, SAME_TITLE_MIN_COSINE)
     return (
-        np.float32(config.duplicate_threshold), bool(config.duplicate_same_title), np.float32(bound),
-        np.float32(SAME_TITLE_MIN_COSINE),
+        np.float32(config.duplicate_threshold), bool(config.duplicate_same_title),
+        max_bits(config.duplicate_threshold), max_bits(title_min), np.float32(SAME_TITLE_MIN_COSINE),
     )
 
 
@@ -42,8 +42,7 @@ def catalog_arrays(catalog: Catalog) -> tuple:
     """The catalog columns the kernels read, in their argument order."""
     return (
         catalog.title_codes, catalog.url_codes, np.ascontiguousarray(catalog.published, dtype=np.float64),
-        np.ascontiguousarray(catalog.dense, dtype=np.float32), np.ascontiguousarray(catalog.coverage, dtype=np.float32),
-        *catalog.rows.parts,
+        catalog.simhash, *catalog.rows.parts,
     )
 
 
@@ -56,8 +55,7 @@ def collapse(
     positions = np.empty(pool, dtype=np.int64)
     shown = np.empty(pool, dtype=np.int64)
     kept = _collapse_one(
-        indices[start:stop], data[start:stop], np.ascontiguousarray(ctx.dense, dtype=np.float32),
-        np.float32(ctx.coverage), catalog.title_code(ctx.title_key), catalog.url_code(ctx.url_key),
+        indices[start:stop], data[start:stop], ctx.simhash, catalog.title_code(ctx.title_key), catalog.url_code(ctx.url_key),
         np.ascontiguousarray(rows, dtype=np.int64), pool, *catalog_arrays(catalog), *rules(config), positions, shown,
     )
     return positions[:kept], shown[:kept]
@@ -65,16 +63,15 @@ def collapse(
 
 @numba.njit(cache=True, nogil=True)
 def _is_copy(
-    a_indices, a_data, a_dense, a_coverage, a_title, a_url, b,
-    title, url, dense, coverage, indptr, indices, data, threshold, same_title, bound, title_min,
+    a_indices, a_data, a_simhash, a_title, a_url, b,
+    title, url, simhash, indptr, indices, data, threshold, same_title, copy_bits, title_bits, title_min,
 ):  # pragma: no cover
     """Whether vector a (the query, or a catalog row given by its parts) and catalog row b are copies."""
-    dot = np.float32(0.0)
-    for d in range(dense.shape[1]):
-        dot += a_dense[d] * dense[b, d]
-    cb = coverage[b]
-    if a_coverage * a_coverage + cb * cb - 2 * a_coverage * cb * dot > bound:
-        return False
+    bits = distance(a_simhash, simhash[b])
+    if bits > copy_bits:
+        same = (a_title == title[b] and a_title >= 0) or (a_url == url[b] and a_url >= 0)
+        if not (same_title and same and bits <= title_bits):
+            return False
     p, p_end, q, q_end = 0, len(a_indices), indptr[b], indptr[b + 1]
     cosine = np.float32(0.0)
     while p < p_end and q < q_end:
@@ -95,8 +92,8 @@ def _is_copy(
 
 @numba.njit(cache=True, nogil=True)
 def _collapse_one(
-    q_indices, q_data, q_dense, q_coverage, q_title, q_url, candidates, pool,
-    title, url, published, dense, coverage, indptr, indices, data, threshold, same_title, bound, title_min,
+    q_indices, q_data, q_simhash, q_title, q_url, candidates, pool,
+    title, url, published, simhash, indptr, indices, data, threshold, same_title, copy_bits, title_bits, title_min,
     positions, shown,
 ):  # pragma: no cover
     """Walk candidates in rank order: copies of the query go; a copy of a kept leader joins its
@@ -107,15 +104,15 @@ def _collapse_one(
         if kept == pool and p >= WALK_MIN:
             break
         c = candidates[p]
-        if _is_copy(q_indices, q_data, q_dense, q_coverage, q_title, q_url, c,
-                    title, url, dense, coverage, indptr, indices, data, threshold, same_title, bound, title_min):
+        if _is_copy(q_indices, q_data, q_simhash, q_title, q_url, c,
+                    title, url, simhash, indptr, indices, data, threshold, same_title, copy_bits, title_bits, title_min):
             continue
         group = -1
         for g in range(kept):
             leader = candidates[positions[g]]
             lo, hi = indptr[leader], indptr[leader + 1]
-            if _is_copy(indices[lo:hi], data[lo:hi], dense[leader], coverage[leader], title[leader], url[leader], c,
-                        title, url, dense, coverage, indptr, indices, data, threshold, same_title, bound, title_min):
+            if _is_copy(indices[lo:hi], data[lo:hi], simhash[leader], title[leader], url[leader], c,
+                        title, url, simhash, indptr, indices, data, threshold, same_title, copy_bits, title_bits, title_min):
                 group = g
                 break
         if group >= 0:

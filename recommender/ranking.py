@@ -17,6 +17,7 @@ from datetime import datetime
 import numpy as np
 import scipy.sparse as sp
 
+from index.simhash import signatures
 from index.sparse_kernels import SortedRows
 from recommender.config import PolicyConfig
 from recommender.copies import collapse
@@ -88,11 +89,13 @@ class Catalog:
     title_key: list[str]
     sparse: sp.csr_matrix
     dense: np.ndarray  # [n, dims] float32, L2-normalized LSA vectors
-    coverage: np.ndarray  # [n] float32, LSA norm before normalizing (tfidf.Vectors); 0 when unknown
+    simhash: np.ndarray | None = None  # [n, WORDS] uint64 signatures of the TF-IDF rows; computed when None
 
     def __post_init__(self) -> None:
         self.rows = SortedRows(self.sparse)
         self.sparse = self.rows.matrix
+        if self.simhash is None:
+            self.simhash = signatures(self.sparse)
         # Small integer codes: comparing them is much faster than comparing strings.
         self._langs: dict[object, int] = {}
         self.lang_codes = np.array([self._langs.setdefault(x, len(self._langs)) for x in self.lang], dtype=np.int32)
@@ -121,7 +124,8 @@ class Catalog:
     @classmethod
     def from_columns(
         cls, columns: dict[str, list], row_of: dict[str, int], *,
-        sparse: sp.csr_matrix, dense: np.ndarray, coverage: np.ndarray, alive: np.ndarray,
+        sparse: sp.csr_matrix, dense: np.ndarray, alive: np.ndarray,
+        simhash: np.ndarray | None = None,
     ) -> Catalog:
         """From `row_columns` output and the vectors aligned with the rows."""
         return cls(
@@ -136,16 +140,17 @@ class Catalog:
             title_key=columns["title_key"],
             sparse=sparse,
             dense=dense,
-            coverage=coverage,
+            simhash=simhash,
         )
 
     @classmethod
     def from_rows(
-        cls, rows: list[dict], *, sparse: sp.csr_matrix, dense: np.ndarray, coverage: np.ndarray, alive: np.ndarray
+        cls, rows: list[dict], *, sparse: sp.csr_matrix, dense: np.ndarray, alive: np.ndarray,
+        simhash: np.ndarray | None = None
     ) -> Catalog:
         """From the metadata rows of articles.jsonl and the vectors aligned with them."""
         row_of = {a["id"]: row for row, a in enumerate(rows)}  # the last row of an id wins
-        return cls.from_columns(cls.row_columns(rows), row_of, sparse=sparse, dense=dense, coverage=coverage, alive=alive)
+        return cls.from_columns(cls.row_columns(rows), row_of, sparse=sparse, dense=dense, alive=alive, simhash=simhash)
 
     def lang_code(self, lang: str) -> int:
         return self._langs.get(lang, -1)
@@ -180,7 +185,7 @@ class QueryContext:
     source: SortedRows  # holds the query's TF-IDF row
     source_row: int
     dense: np.ndarray  # [dims] float32
-    coverage: float  # as Catalog.coverage
+    simhash: np.ndarray  # [WORDS] uint64, as Catalog.simhash
     lang: str
     published: float  # epoch seconds, NaN for unknown
     row: int | None = None

@@ -14,6 +14,7 @@ import scipy.sparse as sp
 
 from index.artifacts import Version, current_version
 from index.errors import CorruptArtifactError, NoIndexError
+from index.simhash import signatures
 from index.sparse_kernels import SortedRows
 from index.neighbours import Corpus, Queries, prune_rows, query_neighbours, score_candidates
 from recommender.analysis import detect_language
@@ -75,11 +76,7 @@ class RelatedIndex:
             self.articles,
             sparse=load_sparse(version, "tfidf", len(terms)),
             dense=self.dense,
-            # Older versions lack coverage: zeros make every pair get the exact check.
-            coverage=(
-                version.array("lsa_coverage.npy") if version.has("lsa_coverage.npy")
-                else np.zeros(len(self.articles), np.float32)
-            ),
+            simhash=version.array("simhash.npy") if version.has("simhash.npy") else None,  # older: computed
             alive=version.array("alive.npy", mmap=False),
         )
         self.row_of = self.catalog.row_of
@@ -139,7 +136,7 @@ class RelatedIndex:
             source=self.catalog.rows,
             source_row=row,
             dense=self.dense[row],
-            coverage=float(self.catalog.coverage[row]),
+            simhash=self.catalog.simhash[row],
             lang=self._lang(row),
             published=float(self.catalog.published[row]),
             row=row,
@@ -207,7 +204,7 @@ class RelatedIndex:
             source=SortedRows(vectors.sparse),
             source_row=0,
             dense=vectors.dense[0],
-            coverage=float(vectors.coverage[0]),
+            simhash=signatures(vectors.sparse)[0],
             lang=lang,
             published=math.nan,
             title_key=Catalog.normalize_title(title),

@@ -46,7 +46,8 @@ def served_lists(
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _served(
     neighbours, scores, rows, alive, lang, same_language,
-    title, url, published, dense, coverage, indptr, indices, data, threshold, same_title, bound, title_min, width,
+    title, url, published, simhash, indptr, indices, data, threshold, same_title, copy_bits, title_bits, title_min,
+    width,
 ):  # pragma: no cover
     """Policy.rank for an unfiltered query, per row: eligibility (alive, not itself, a positive
     score, same language), then the shared duplicate collapse."""
@@ -69,8 +70,8 @@ def _served(
         shown = np.empty(width, dtype=np.int64)
         lo, hi = indptr[i], indptr[i + 1]
         kept = _collapse_one(
-            indices[lo:hi], data[lo:hi], dense[i], coverage[i], title[i], url[i], candidates[:m], width,
-            title, url, published, dense, coverage, indptr, indices, data, threshold, same_title, bound, title_min,
+            indices[lo:hi], data[lo:hi], simhash[i], title[i], url[i], candidates[:m], width,
+            title, url, published, simhash, indptr, indices, data, threshold, same_title, copy_bits, title_bits, title_min,
             positions, shown,
         )
         for g in range(kept):

@@ -40,10 +40,6 @@ class Document:
 class Vectors:
     sparse: sp.csr_matrix  # [N, V] float32, rows L2-normalized
     dense: np.ndarray  # [N, dims] float32, rows L2-normalized
-    # [N] float32: norm of each row's LSA projection before normalizing (<= 1, the share of the
-    # TF-IDF row the SVD captures). It bounds how far apart two dense rows of near-identical
-    # texts can be (ranking.DENSE_COPY_GATE).
-    coverage: np.ndarray
 
 
 def l2_rows(sparse: sp.csr_matrix) -> None:
@@ -204,8 +200,7 @@ class ArticleVectorizer:
         sparse = weighting.fit_transform(counts[:, keep]).astype(np.float32).tocsr()
         self.idf_ = weighting.idf_.astype(np.float32)
         self._make_transformers()
-        dense, coverage = self._fit_reduce(sparse)
-        return Vectors(sparse=sparse, dense=dense, coverage=coverage)
+        return Vectors(sparse=sparse, dense=self._fit_reduce(sparse))
 
     def transform(self, docs: Sequence[Document], analysed: Sequence[list[str]] | None = None) -> Vectors:
         """TF-IDF rows with the fitted vocabulary (unknown terms ignored) and their LSA vectors.
@@ -241,25 +236,24 @@ class ArticleVectorizer:
             (data, cols, np.asarray(indptr, dtype=np.int32)), shape=(len(indptr) - 1, len(self.terms_))
         )
         l2_rows(sparse)
-        return Vectors(sparse, *self.project(sparse))
+        return Vectors(sparse, self.project(sparse))
 
-    def project(self, sparse: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-        """Dense LSA vectors (SVD projection of the most frequent terms, L2-normalized) and their coverage."""
+    def project(self, sparse: sp.csr_matrix) -> np.ndarray:
+        """Dense LSA vectors: the SVD projection of the most frequent terms, L2-normalized."""
         return self._project(sparse[:, self.svd_columns_])
 
-    def _project(self, reduced: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    def _project(self, reduced: sp.csr_matrix) -> np.ndarray:
         if self._projection is None:  # scipy would copy a transposed view per call
             self._projection = allocate(self.components_.T.shape, np.float32)  # page-faulting 50 MB costs more than copying it
             self._projection[...] = self.components_.T
         dense = np.asarray(reduced @ self._projection, dtype=np.float32)
-        coverage = np.linalg.norm(dense, axis=1).astype(np.float32)
-        return np.ascontiguousarray(l2_dense(dense), dtype=np.float32), coverage
+        return np.ascontiguousarray(l2_dense(dense), dtype=np.float32)
 
     def _make_transformers(self) -> None:
         self._column = {t: i for i, t in enumerate(self.terms_)}
         self._idf64 = self.idf_.astype(np.float64)
 
-    def _fit_reduce(self, sparse: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    def _fit_reduce(self, sparse: sp.csr_matrix) -> np.ndarray:
         n, v = sparse.shape
         # Most frequent terms carry the topical signal LSA captures; the rare ones stay in the sparse score.
         df = np.bincount(sparse.indices, minlength=v)

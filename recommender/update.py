@@ -66,6 +66,7 @@ from index.neighbours import (
     subset,
     top_k,
 )
+from index.simhash import signatures
 from recommender.articles import Reject
 from recommender.build import article_rows, documents, library_versions, publication_times
 from recommender.config import BuildConfig, PipelineConfig, PolicyConfig
@@ -81,7 +82,7 @@ log = logging.getLogger("related.update")
 UNCHANGED = ("vocabulary.json", "display_terms.json", "idf.npy", "svd_components.npy", "svd_columns.npy")
 # Per-row artifacts, append-only: the parent's parts are linked, the new rows go into a new part.
 SPARSE = ("tfidf", "signature", "expanded")
-SEGMENTED = ("articles.jsonl", "dense.npy", "lsa_coverage.npy", "index.faiss") + tuple(
+SEGMENTED = ("articles.jsonl", "dense.npy", "simhash.npy", "index.faiss") + tuple(
     f"{prefix}_{field}.npy" for prefix in SPARSE for field in ("data", "indices", "indptr")
 )
 # Files an update rewrites whole. A version holding any other file is refused: an update that does not
@@ -315,7 +316,7 @@ def append_rows(top: sp.csr_matrix, bottom: sp.csr_matrix) -> sp.csr_matrix:
 
 
 def save_rows(writer: VersionWriter, folder: str, *, dense: np.ndarray, rows: list[dict],
-              matrices: dict[str, tuple[sp.csr_matrix, int]], coverage: np.ndarray | None) -> None:
+              matrices: dict[str, tuple[sp.csr_matrix, int]], simhash: np.ndarray | None) -> None:
     """One new part of every per-row artifact in `folder`/: these rows, appended after the parent's.
 
     `matrices`: prefix -> (the part's CSR rows, non-zeros in the rows before them). The part of
@@ -324,8 +325,8 @@ def save_rows(writer: VersionWriter, folder: str, *, dense: np.ndarray, rows: li
     writer.save_array(f"{folder}/dense.npy", dense)
     writer.save_index(f"{folder}/index.faiss", flat(dense))
     writer.save_jsonl(f"{folder}/articles.jsonl", rows)
-    if coverage is not None:
-        writer.save_array(f"{folder}/lsa_coverage.npy", coverage)
+    if simhash is not None:
+        writer.save_array(f"{folder}/simhash.npy", simhash)
     for prefix, (matrix, before) in matrices.items():
         writer.save_array(f"{folder}/{prefix}_data.npy", np.asarray(matrix.data, dtype=np.float32))
         writer.save_array(f"{folder}/{prefix}_indices.npy", np.asarray(matrix.indices, dtype=np.int32))
@@ -334,7 +335,7 @@ def save_rows(writer: VersionWriter, folder: str, *, dense: np.ndarray, rows: li
 
 def changed_served_lists(
     policy: PolicyConfig, rows: list[dict], old_sparse: sp.csr_matrix, new_sparse: sp.csr_matrix, dense: np.ndarray,
-    coverage: np.ndarray, alive: np.ndarray, lists: Lists, changed: np.ndarray, width: int,
+    simhash: np.ndarray, alive: np.ndarray, lists: Lists, changed: np.ndarray, width: int,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Served lists of the `changed` rows, from a catalog of only those rows and their neighbours.
 
@@ -347,7 +348,7 @@ def changed_served_lists(
     catalog = Catalog.from_rows(
         [rows[i] for i in involved],
         sparse=sp.vstack([old_sparse[old], new_sparse[new]], format="csr", dtype=np.float32),
-        dense=np.asarray(dense[involved]), coverage=np.asarray(coverage[involved]), alive=alive[involved],
+        dense=np.asarray(dense[involved]), alive=alive[involved], simhash=np.asarray(simhash[involved]),
     )
     local = lambda ids: np.where(ids >= 0, np.searchsorted(involved, np.maximum(ids, 0)), -1)  # noqa: E731
     at = local(changed)
@@ -628,9 +629,9 @@ def update(
         index = index_parts[0] if len(index_parts) == 1 else stack(index_parts)
         if index.ntotal != len(rows) or dense.shape[0] != len(rows) or signature.shape[0] != len(rows):
             raise CorruptArtifactError(f"version {parent.name}: row counts of articles, dense, signatures and index differ")
-        coverage = None
-        if parent.has("lsa_coverage.npy"):
-            coverage = parent.rows_with("lsa_coverage.npy", vectors.coverage[pick] if n_new else None)
+        simhash = None
+        if parent.has("simhash.npy"):
+            simhash = parent.rows_with("simhash.npy", signatures(new_sparse) if n_new else None)
         times = publication_times(rows)
         has_expanded = parent.has("expanded_indptr.npy")
         corpus = Corpus(index=index, sparse=signature, times=times, alive=alive, dense=dense)
@@ -678,7 +679,7 @@ def update(
 
         # -- served lists, for the lists that changed -----------------------------------------
         served = None
-        if parent.has("served.npy") and coverage is not None and precomputable(config.policy):
+        if parent.has("served.npy") and simhash is not None and precomputable(config.policy):
             old_ids, old_scores = parent.array("neighbours.npy"), parent.array("neighbour_scores.npy")
             changed = np.flatnonzero(
                 (lists.ids[:n_old] != old_ids).any(axis=1) | (lists.scores[:n_old] != old_scores).any(axis=1)
@@ -695,7 +696,7 @@ def update(
             served[0][cleared], served[1][cleared] = -1, 0.0
             if changed.size:
                 served[0][changed], served[1][changed] = changed_served_lists(
-                    config.policy, rows, sparse, new_sparse, dense, coverage, alive, lists, changed, width
+                    config.policy, rows, sparse, new_sparse, dense, simhash, alive, lists, changed, width
                 )
             report.served_cleared = int(cleared.size)
         stage("served")
@@ -744,7 +745,7 @@ def update(
                 if "expanded_indptr.npy" in parts and corpus.expanded is not None:
                     matrices["expanded"] = tail(corpus.expanded, start)
                 save_rows(writer, folder, dense=dense[start:], rows=rows[start:], matrices=matrices,
-                          coverage=None if coverage is None else coverage[start:])
+                          simhash=None if simhash is None else simhash[start:])
                 parts = {name: names + [f"{folder}/{name}"] for name, names in parts.items()}
             writer.save_array("neighbours.npy", lists.ids)
             writer.save_array("neighbour_scores.npy", lists.scores)

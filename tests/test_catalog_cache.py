@@ -19,7 +19,7 @@ def rows(n: int, start: int = 0) -> list[dict]:
 
 def catalog_args(n: int) -> dict:
     return {"sparse": sp.random(n, 5, density=0.5, format="csr", dtype=np.float32, random_state=0),
-            "dense": np.ones((n, 3), np.float32), "coverage": np.ones(n, np.float32), "alive": np.ones(n, bool)}
+            "dense": np.ones((n, 3), np.float32), "alive": np.ones(n, bool)}
 
 
 def assert_same(a: Catalog, b: Catalog) -> None:

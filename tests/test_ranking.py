@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from index.simhash import signatures
 from index.sparse_kernels import SortedRows
 from recommender import ranking
 from recommender.config import PolicyConfig
@@ -99,10 +100,10 @@ def test_copies_collapse_to_the_freshest_copy():
         ids=catalog_rows, row_of={k: i for i, k in enumerate(catalog_rows)}, lang=np.array(["en"] * 3, dtype=object),
         category=np.array([None] * 3, dtype=object), published=published, evergreen=np.zeros(3, bool),
         alive=np.ones(3, bool), url_key=[None] * 3, title_key=["x", "y", "z"], sparse=sp.csr_matrix(vectors),
-        dense=vectors, coverage=np.ones(3, np.float32),
+        dense=vectors,
     )
     query = np.array([[0.6, 0.8]], dtype=np.float32)
-    ctx = QueryContext(SortedRows(sp.csr_matrix(query)), 0, query[0], 1.0, lang="en", published=np.nan)
+    ctx = QueryContext(SortedRows(sp.csr_matrix(query)), 0, query[0], signatures(sp.csr_matrix(query))[0], lang="en", published=np.nan)
     items = Policy(PolicyConfig()).collapse_duplicates(catalog, ctx, np.array([0, 1, 2]), np.array([0.9, 0.8, 0.7]), 5)
     assert [(i.row, i.score) for i in items] == [(1, pytest.approx(0.9))]  # freshest copy, at the best rank
 
