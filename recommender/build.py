@@ -219,7 +219,7 @@ def build(
 
         n = len(docs)
         rows = article_rows(ingested.articles, docs)
-        with tqdm(total=n, desc="neighbours", unit="art", disable=not progress, leave=False) as bar:
+        with tqdm(total=2 * n, desc="neighbours (2 passes)", unit="art", disable=not progress, leave=False) as bar:
             corpus, ids, scores = compute_neighbours(index, vectors, publication_times(rows), config, bar.update)
         t = stage("neighbours", t)
         simhash = signatures(vectors.sparse)
