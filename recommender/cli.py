@@ -219,18 +219,24 @@ def info(data_dir: Path, as_json: bool) -> None:
 @click.option("--workers", default=None, type=int, help="Default: $RELATED_WORKERS or 1.")
 @user_errors
 def serve(data_dir: Path, host: str | None, port: int | None, workers: int | None) -> None:
-    """Serve the HTTP API (flags override the RELATED_* environment)."""
+    """Serve the HTTP API (flags override the RELATED_* environment).
+
+    With several workers, /metrics shows their sums: they keep their metrics in files under
+    $PROMETHEUS_MULTIPROC_DIR if set, else in a private temporary directory removed at exit.
+    """
     import uvicorn
 
     overrides = {"RELATED_DATA_DIR": str(data_dir), "RELATED_HOST": host, "RELATED_PORT": port, "RELATED_WORKERS": workers}
     os.environ.update({k: str(v) for k, v in overrides.items() if v is not None})
+    from api.metrics import worker_metrics_dir
     from api.settings import Settings
 
     settings = Settings()
-    uvicorn.run(
-        "api.app:create_app", factory=True, host=settings.host, port=settings.port,
-        workers=settings.workers, log_level="info", access_log=False,
-    )
+    with worker_metrics_dir(settings.workers):
+        uvicorn.run(
+            "api.app:create_app", factory=True, host=settings.host, port=settings.port,
+            workers=settings.workers, log_level="info", access_log=False,
+        )
 
 
 @main.command()
