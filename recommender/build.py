@@ -216,7 +216,8 @@ class LocalExecutor:
     def locate(self, source: Path | str) -> str:
         path = Path(source)
         if not path.is_file():
-            raise RelatedError(f"source file not found: {source}")
+            hint = " (URLs need a Dask build: --dask)" if "://" in str(source) else ""
+            raise RelatedError(f"source file not found: {source}{hint}")
         return str(path.resolve())
 
     def open(self, location: str) -> BinaryIO:

@@ -116,6 +116,12 @@ class BuildConfig(_Section):
     gate_min_overlap: float = Field(
         0.5, ge=0.0, le=1.0, description="`build --gate` without labels: refuse when top-10 lists overlap less."
     )
+    dask_scheduler: str = Field(
+        "", description="Dask scheduler address (tcp://host:8786): run the build's work on that cluster; empty: here."
+    )
+    dask_partition_bytes: int = Field(
+        64 * 2**20, ge=1024, description="Dask build: bytes of source per partition (one ingest and analysis task)."
+    )
 
 
 class PipelineConfig(_Section):
