@@ -165,7 +165,7 @@ def dask_executor(address: str, config: PipelineConfig) -> AbstractContextManage
         from recommender.dask_build import DaskExecutor
     except ImportError as err:
         raise RelatedError(f"a Dask build needs the dask extra (pip install 'related-articles[dask]'): {err}") from None
-    return DaskExecutor(address, config.build.dask_partition_bytes)
+    return DaskExecutor(address, config.build.dask_partition_bytes, config.build.dask_shared_dir)
 
 
 @main.command()

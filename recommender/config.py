@@ -122,6 +122,10 @@ class BuildConfig(_Section):
     dask_partition_bytes: int = Field(
         64 * 2**20, ge=1024, description="Dask build: bytes of source per partition (one ingest and analysis task)."
     )
+    dask_shared_dir: str = Field(
+        "", description="Dask build: a directory every worker sees at the same path (the shared data mount); the "
+        "neighbour search's inputs are written there and memory-mapped, one copy per machine. Empty: one per worker process."
+    )
 
 
 class PipelineConfig(_Section):

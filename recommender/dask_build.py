@@ -10,17 +10,22 @@ comes back to the build's process:
   the partitions' term statistics into the vocabulary and IDF one process would fit, tasks weigh
   each partition's counts into TF-IDF rows, and the LSA projection is fitted on the gathered
   rows by the local code (a seeded sample), so the vectors are the local build's;
-- neighbours: the index and the corpus matrices go to every worker once, and ranges of rows are
-  searched as tasks: first pass and feedback expansion, then (with every row's expansion sent
-  out) the final pass.
+- neighbours: the index and the corpus matrices reach the workers once (sent to every worker
+  process, or written to a shared directory they map), and ranges of rows are searched as
+  tasks: first pass and feedback expansion, then (with every row's expansion shared the same
+  way) the final pass.
 
 The FAISS index, the served lists and the version are made here, as in a local build.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
+from functools import lru_cache
 from operator import itemgetter
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -30,6 +35,7 @@ import numpy as np
 import scipy.sparse as sp
 from distributed import Client, Future, as_completed
 
+from index.faiss_index import load_index, save_index
 from index.neighbours import Corpus, FirstPass, NeighbourParams, expanded_rows, final_pass_rows, first_pass_rows
 from recommender.build import Intake, article_rows, documents
 from recommender.config import PipelineConfig
@@ -44,11 +50,15 @@ TASKS_PER_THREAD = 4  # neighbour-search tasks per worker thread: enough to even
 
 class DaskExecutor:
     """Runs a build's ingest, analysis, term counting, weighting and neighbour search as tasks on
-    the cluster whose scheduler is at `address`; `partition_bytes` of source per partition."""
+    the cluster whose scheduler is at `address`; `partition_bytes` of source per partition.
 
-    def __init__(self, address: str, partition_bytes: int) -> None:
+    `shared_dir`: a directory this process and every worker see at the same path; the neighbour
+    search's inputs go there instead of to every worker process (see `share_corpus`)."""
+
+    def __init__(self, address: str, partition_bytes: int, shared_dir: Path | str = "") -> None:
         self.address = address
         self.partition_bytes = partition_bytes
+        self.shared_dir = shared_dir
         self._client: Client | None = None
         self._partitions: list[Partition] = []
         self._reads: list[Future] = []  # PartRead per partition, kept on the workers
@@ -131,18 +141,33 @@ class DaskExecutor:
         self, corpus: Corpus, params: NeighbourParams, progress: Callable[[int], object]
     ) -> tuple[np.ndarray, np.ndarray]:
         client = self.client
-        shared = client.scatter(corpus, broadcast=True)
         ranges = row_ranges(corpus.sparse.shape[0], params.batch_size, TASKS_PER_THREAD * sum(client.nthreads().values()))
-        found = client.map(first_pass_range, ranges, corpus=shared, params=params, pure=False)
-        expansions = client.map(expansion, found, corpus=shared, params=params, pure=False)
-        report(client, found, ranges, progress)
-        if params.feedback > 0:
-            corpus.expanded = sp.vstack(client.gather(expansions)).tocsr()
-        expanded = None if corpus.expanded is None else client.scatter(corpus.expanded, broadcast=True)
-        final = client.map(final_pass_range, found, corpus=shared, expanded=expanded, params=params, pure=False)
-        report(client, final, ranges, progress)
-        lists = client.gather(final)
+        with self.sharing() as directory:
+            shared = share_corpus(client, corpus, directory)
+            found = client.map(first_pass_range, ranges, corpus=shared, params=params, pure=False)
+            expansions = client.map(expansion, found, corpus=shared, params=params, pure=False)
+            report(client, found, ranges, progress)
+            if params.feedback > 0:
+                corpus.expanded = sp.vstack(client.gather(expansions)).tocsr()
+            expanded = share_expanded(client, corpus.expanded, directory)
+            final = client.map(final_pass_range, found, corpus=shared, expanded=expanded, params=params, pure=False)
+            report(client, final, ranges, progress)
+            lists = client.gather(final)
         return np.concatenate([ids for ids, _ in lists]), np.concatenate([scores for _, scores in lists])
+
+    @contextmanager
+    def sharing(self) -> Iterator[Path | None]:
+        """A scratch directory in `shared_dir` for the neighbour search's inputs, removed afterwards
+        (workers first drop what they mapped); None without a shared directory."""
+        if not self.shared_dir:
+            yield None
+            return
+        with tempfile.TemporaryDirectory(prefix=".related-corpus-", dir=self.shared_dir) as directory:
+            os.chmod(directory, 0o755)  # workers may run as another user
+            try:
+                yield Path(directory)
+            finally:
+                self.client.run(forget_shared)
 
 
 def row_ranges(n: int, batch_size: int, tasks: int) -> list[slice]:
@@ -158,7 +183,65 @@ def report(client: Client, futures: list[Future], ranges: list[slice], progress:
         progress(rows[done.key] / 2)
 
 
+def save_matrix(directory: Path, prefix: str, matrix: sp.csr_matrix) -> None:
+    for part in ("data", "indices", "indptr"):
+        np.save(directory / f"{prefix}_{part}.npy", getattr(matrix, part))
+    np.save(directory / f"{prefix}_shape.npy", np.asarray(matrix.shape))
+
+
+def load_matrix(directory: Path, prefix: str) -> sp.csr_matrix:
+    data, indices, indptr = (np.load(directory / f"{prefix}_{part}.npy", mmap_mode="r") for part in ("data", "indices", "indptr"))
+    shape = tuple(np.load(directory / f"{prefix}_shape.npy").tolist())
+    return sp.csr_matrix((data, indices, indptr), shape=shape, copy=False)
+
+
+def share_corpus(client: Client, corpus: Corpus, directory: Path | None) -> Future | str:
+    """What the search tasks get of the corpus: files in `directory` (memory-mapped by the workers,
+    so the processes of one machine share one copy in its page cache), or a copy per worker process."""
+    if directory is None:
+        return client.scatter(corpus, broadcast=True)
+    save_index(corpus.index, directory / "index.faiss")
+    save_matrix(directory, "signature", corpus.sparse)
+    np.save(directory / "dense.npy", corpus.dense)
+    np.save(directory / "times.npy", corpus.times)
+    return str(directory)
+
+
+def share_expanded(client: Client, expanded: sp.csr_matrix | None, directory: Path | None) -> Future | str | None:
+    if expanded is None or directory is None:
+        return None if expanded is None else client.scatter(expanded, broadcast=True)
+    save_matrix(directory, "expanded", expanded)
+    return str(directory)
+
+
 # Tasks: module functions, so workers import them instead of receiving their code.
+
+
+@lru_cache(maxsize=1)
+def shared_corpus(directory: str) -> Corpus:
+    """The corpus a scratch directory holds, mapped once per worker process."""
+    path = Path(directory)
+    return Corpus(
+        index=load_index(path / "index.faiss"), sparse=load_matrix(path, "signature"),
+        times=np.load(path / "times.npy"), dense=np.load(path / "dense.npy", mmap_mode="r"),
+    )
+
+
+@lru_cache(maxsize=1)
+def shared_expanded(directory: str) -> sp.csr_matrix:
+    return load_matrix(Path(directory), "expanded")
+
+
+def forget_shared() -> None:
+    """Unmap a finished build's scratch files (run on every worker)."""
+    shared_corpus.cache_clear()
+    shared_expanded.cache_clear()
+
+
+def corpus_of(shared: Corpus | str) -> Corpus:
+    return shared_corpus(shared) if isinstance(shared, str) else shared
+
+
 
 
 def prepare(read: PartRead, winners: np.ndarray, config: PipelineConfig) -> tuple[list[Document], list[dict]]:
@@ -177,15 +260,19 @@ def weigh_partition(counts: TermCounts, vectorizer: ArticleVectorizer) -> sp.csr
     return vectorizer.weigh(counts)
 
 
-def first_pass_range(rows: slice, corpus: Corpus, params: NeighbourParams) -> FirstPass:
+def first_pass_range(rows: slice, corpus: Corpus | str, params: NeighbourParams) -> FirstPass:
+    corpus = corpus_of(corpus)
     return first_pass_rows(corpus, params, corpus.dense, rows)
 
 
-def expansion(found: FirstPass, corpus: Corpus, params: NeighbourParams) -> sp.csr_matrix | None:
-    return expanded_rows(corpus, params, found)
+def expansion(found: FirstPass, corpus: Corpus | str, params: NeighbourParams) -> sp.csr_matrix | None:
+    return expanded_rows(corpus_of(corpus), params, found)
 
 
 def final_pass_range(
-    found: FirstPass, corpus: Corpus, expanded: sp.csr_matrix | None, params: NeighbourParams
+    found: FirstPass, corpus: Corpus | str, expanded: sp.csr_matrix | str | None, params: NeighbourParams
 ) -> tuple[np.ndarray, np.ndarray]:
+    corpus = corpus_of(corpus)
+    if isinstance(expanded, str):
+        expanded = shared_expanded(expanded)
     return final_pass_rows(replace(corpus, expanded=expanded), params, corpus.dense, found)

@@ -75,6 +75,19 @@ def test_dask_build_writes_the_version_of_the_local_build(tmp_path, scheduler):
     assert {r["line"]: r["reason"][: len(reasons[r["line"]])] for r in rejects} == reasons
 
 
+def test_neighbour_search_from_a_shared_directory_finds_the_same_lists(tmp_path, scheduler):
+    """Workers map the index and matrices from a directory they share instead of receiving copies."""
+    source = tmp_path / "corpus.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in stories(size=12)), encoding="utf-8")
+    local = build(source, tmp_path / "local", small_config())
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    with DaskExecutor(scheduler, PARTITION_BYTES, shared_dir=shared) as executor:
+        dask = build(source, tmp_path / "dask", small_config(), executor=executor)
+    assert read_manifest(dask.version).files == read_manifest(local.version).files
+    assert list(shared.iterdir()) == []  # the scratch directory is gone
+
+
 @pytest.mark.parametrize("kind", ["jsonl.gz", "csv"])
 def test_unsplittable_sources_keep_line_numbers_and_the_last_duplicate(tmp_path, scheduler, kind):
     """gzip does not seek and a quoted CSV field may hold line breaks: partitions are runs of lines."""
