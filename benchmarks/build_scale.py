@@ -8,7 +8,8 @@ With --dask W the same corpus is also built with `related build --dask` on a Loc
 W single-threaded worker processes started here, beside the local build: its time, the peak
 RSS of the build's process and of each worker, and which files differ from the local build's
 version (none expected with an exact index; an IVF index above `index.exact_max` too, as the
-index is built by the build's process and only searched on the workers).
+index is built by the build's process and only searched on the workers). The workers map the
+neighbour search's inputs from benchmarks/results/dask-shared (--broadcast: a copy each).
 
     python benchmarks/build_scale.py                          # N = 10k, 100k
     python benchmarks/build_scale.py --large                  # also 1M
@@ -118,10 +119,15 @@ def measure_dask(client, related: str, corpus: Path, data: Path, config: Path, l
     }
 
 
-def write_config(path: Path, partition_mb: float | None) -> Path:
-    """Defaults, except the Dask partition size when given."""
-    extra = "" if partition_mb is None else f"dask_partition_bytes = {int(partition_mb * 2**20)}\n"
-    path.write_text(f"name = \"default\"\n[build]\n{extra}", encoding="utf-8")
+def write_config(path: Path, partition_mb: float | None, shared_dir: Path | None) -> Path:
+    """Defaults, except the Dask partition size and shared directory when given."""
+    lines = ['name = "default"', "[build]"]
+    if partition_mb is not None:
+        lines.append(f"dask_partition_bytes = {int(partition_mb * 2**20)}")
+    if shared_dir is not None:
+        shared_dir.mkdir(parents=True, exist_ok=True)
+        lines.append(f"dask_shared_dir = {json.dumps(str(shared_dir))}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
 
@@ -134,10 +140,14 @@ def main() -> None:
                         help="also build on a LocalCluster of this many worker processes (1 thread each)")
     parser.add_argument("--partition-mb", type=float, default=None,
                         help="source MiB per Dask partition (default: build.dask_partition_bytes, 64 MiB)")
+    parser.add_argument("--broadcast", action="store_true",
+                        help="send the neighbour search's inputs to every worker process instead of sharing "
+                             "one memory-mapped copy through a directory (build.dask_shared_dir)")
     args = parser.parse_args()
     sizes = args.sizes + ([1_000_000] if args.large else [])
     RESULTS.mkdir(exist_ok=True)
-    config = write_config(RESULTS / "build_scale.toml", args.partition_mb)
+    shared = None if args.broadcast or not args.dask else RESULTS / "dask-shared"
+    config = write_config(RESULTS / "build_scale.toml", args.partition_mb, shared)
     with contextlib.ExitStack() as stack:
         client = None
         if args.dask:
