@@ -130,7 +130,7 @@ class DaskExecutor:
         self._reads, self._winners = [], []  # the workers drop the partitions' records once prepared
         counts = client.map(count_partition, prepared, config=config, pure=False)
         vectorizer.fit_vocabulary(TermStatistics.merge(client.gather(client.map(TermStatistics.of, counts, pure=False))))
-        fitted = client.scatter(vectorizer, broadcast=True)
+        fitted = client.scatter(vectorizer, broadcast=True, hash=False)
         weighed = client.map(weigh_partition, counts, vectorizer=fitted, pure=False)
         rows = [row for part in client.gather(client.map(itemgetter(1), prepared, pure=False)) for row in part]
         sparse = sp.vstack(client.gather(weighed)).tocsr()
@@ -199,7 +199,7 @@ def share_corpus(client: Client, corpus: Corpus, directory: Path | None) -> Futu
     """What the search tasks get of the corpus: files in `directory` (memory-mapped by the workers,
     so the processes of one machine share one copy in its page cache), or a copy per worker process."""
     if directory is None:
-        return client.scatter(corpus, broadcast=True)
+        return client.scatter(corpus, broadcast=True, hash=False)
     save_index(corpus.index, directory / "index.faiss")
     save_matrix(directory, "signature", corpus.sparse)
     np.save(directory / "dense.npy", corpus.dense)
@@ -209,7 +209,7 @@ def share_corpus(client: Client, corpus: Corpus, directory: Path | None) -> Futu
 
 def share_expanded(client: Client, expanded: sp.csr_matrix | None, directory: Path | None) -> Future | str | None:
     if expanded is None or directory is None:
-        return None if expanded is None else client.scatter(expanded, broadcast=True)
+        return None if expanded is None else client.scatter(expanded, broadcast=True, hash=False)
     save_matrix(directory, "expanded", expanded)
     return str(directory)
 
