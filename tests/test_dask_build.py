@@ -76,15 +76,23 @@ def test_dask_build_writes_the_version_of_the_local_build(tmp_path, scheduler):
 
 
 def test_neighbour_search_from_a_shared_directory_finds_the_same_lists(tmp_path, scheduler):
-    """Workers map the index and matrices from a directory they share instead of receiving copies."""
+    """Workers map the index and matrices from a directory they share instead of receiving copies;
+    the scheduler comes from the config."""
     source = tmp_path / "corpus.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in stories(size=12)), encoding="utf-8")
     local = build(source, tmp_path / "local", small_config())
     shared = tmp_path / "shared"
     shared.mkdir()
-    with DaskExecutor(scheduler, PARTITION_BYTES, shared_dir=shared) as executor:
-        dask = build(source, tmp_path / "dask", small_config(), executor=executor)
-    assert read_manifest(dask.version).files == read_manifest(local.version).files
+    config = write_toml(tmp_path / "dask.toml", merge(DASK, {"build": {
+        "dask_scheduler": scheduler, "dask_shared_dir": str(shared)
+    }}))
+    result = CliRunner().invoke(main, [
+        "build", "--source", str(source), "--data-dir", str(tmp_path / "dask"), "--config", str(config)
+    ], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    version = read_manifest((tmp_path / "dask" / "current").resolve())
+    assert version.data["executor"]["kind"] == "dask"
+    assert version.files == read_manifest(local.version).files
     assert list(shared.iterdir()) == []  # the scratch directory is gone
 
 
