@@ -28,7 +28,7 @@ from dataclasses import replace
 from functools import lru_cache
 from operator import itemgetter
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import BinaryIO, Self
 
 import fsspec
 import numpy as np
@@ -64,7 +64,7 @@ class DaskExecutor:
         self._reads: list[Future] = []  # PartRead per partition, kept on the workers
         self._winners: list[np.ndarray] = []  # per partition: lines of the records that won their id
 
-    def __enter__(self) -> DaskExecutor:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

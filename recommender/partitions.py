@@ -19,7 +19,6 @@ import zlib
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import PurePosixPath
-
 from typing import TYPE_CHECKING
 
 import fsspec
