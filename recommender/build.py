@@ -199,7 +199,8 @@ class Executor(Protocol):
     def neighbours(
         self, corpus: Corpus, params: NeighbourParams, progress: Callable[[int], object]
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Neighbour lists of every corpus row (`build_neighbours`); `corpus.dense` holds the queries."""
+        """Neighbour lists of every corpus row, as `build_neighbours` computes them (it fills
+        `corpus.expanded` too); `corpus.dense` holds the queries."""
         ...
 
 
