@@ -253,20 +253,28 @@ def first_pass_rows(
     corpus: Corpus, params: NeighbourParams, dense: np.ndarray, rows: slice,
     progress: Callable[[int], object] | None = None,
 ) -> FirstPass:
-    """First pass of the corpus rows `rows` against the corpus (a build's range of rows, or all)."""
+    """First pass of the corpus rows `rows` against the corpus (a build's range of rows, or all).
+
+    FAISS's dense scores come from BLAS, whose float sums depend on its thread count: with one
+    BLAS thread they are the same in every process that searches (the build's, or Dask workers'),
+    and FAISS's own threads still share the queries (on a busy 2-core box it is faster, too).
+    """
+    from threadpoolctl import threadpool_limits
+
     queries = corpus_queries(corpus, dense)
     width = max(params.feedback, 1)
     found = FirstPass(
         rows, [], np.full((rows.stop - rows.start, width), MISSING, dtype=np.int64),
         np.zeros((rows.stop - rows.start, width), dtype=np.float32),
     )
-    for part in row_batches(rows, params.batch_size):
-        ids, dense_scores, first = first_pass(corpus, subset(queries, part), params, params.candidates)
-        found.candidates.append((ids, dense_scores, first))
-        local = slice(part.start - rows.start, part.stop - rows.start)
-        found.feedback_ids[local], found.feedback_scores[local] = top_k(ids, first, width)
-        if progress is not None:
-            progress((part.stop - part.start) / 2)
+    with threadpool_limits(1, user_api="blas"):
+        for part in row_batches(rows, params.batch_size):
+            ids, dense_scores, first = first_pass(corpus, subset(queries, part), params, params.candidates)
+            found.candidates.append((ids, dense_scores, first))
+            local = slice(part.start - rows.start, part.stop - rows.start)
+            found.feedback_ids[local], found.feedback_scores[local] = top_k(ids, first, width)
+            if progress is not None:
+                progress((part.stop - part.start) / 2)
     return found
 
 

@@ -5,6 +5,7 @@ import csv
 import gzip
 import io
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -15,13 +16,17 @@ from recommender.build import build
 from recommender.cli import main
 from recommender.related import RelatedIndex
 from recommender.sources import read_source
+from tests import news_corpus
 from tests.corpora import SMALL, load_jsonl, merge, small_config, stories
 
 distributed = pytest.importorskip("distributed")
 from recommender.dask_build import DaskExecutor  # noqa: E402  (needs the dask extra)
 
-PARTITION_BYTES = 32 * 1024  # about 40 articles: the corpus below makes 6 partitions
-DASK = merge(SMALL, {"build": {"dask_partition_bytes": PARTITION_BYTES}})
+PARTITION_BYTES = 256 * 1024  # about 300 articles per partition
+# Some 2,000 articles and 256 dims: FAISS's scores then come from BLAS products large enough
+# for BLAS to use threads, whose float sums would differ between the build's process and workers.
+EXACT = merge(SMALL, {"reduce": {"dims": 256}})
+DASK = merge(EXACT, {"build": {"dask_partition_bytes": PARTITION_BYTES}})
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +42,17 @@ def scheduler():
 
 
 def corpus_lines() -> tuple[list[bytes], dict[int, str]]:
-    """240 articles (en and de) plus, mid-partition, bad records and a duplicate id across
+    """2,040 articles (en and de) plus, inside partitions, bad records and a duplicate id across
     partitions; (lines, expected reject reason by line number)."""
-    lines = [json.dumps(r).encode() for r in stories(size=30)]
-    first = json.loads(lines[0])
-    lines.insert(100, b'{"id": "broken", "title": ')
-    lines.insert(150, json.dumps({"id": "untitled", "title": "", "body": " "}).encode())
-    lines.insert(200, json.dumps(dict(first, title="Second version wins")).encode())
-    return lines, {1: "duplicate id: superseded by line 201", 101: "invalid JSON", 151: "missing title and body"}
+    records = stories(size=30) + [
+        news_corpus.article(story, i, article_id=f"news-{story}-{i}") for story in news_corpus.STORY_WORDS
+        for i in range(300)
+    ]
+    lines = [json.dumps(r).encode() for r in records]
+    lines.insert(500, b'{"id": "broken", "title": ')
+    lines.insert(1100, json.dumps({"id": "untitled", "title": "", "body": " "}).encode())
+    lines.insert(1700, json.dumps(dict(records[0], title="Second version wins")).encode())
+    return lines, {1: "duplicate id: superseded by line 1701", 501: "invalid JSON", 1101: "missing title and body"}
 
 
 def write_toml(path: Path, sections: dict) -> Path:
@@ -59,7 +67,7 @@ def test_dask_build_writes_the_version_of_the_local_build(tmp_path, scheduler):
     lines, reasons = corpus_lines()
     source = tmp_path / "corpus.jsonl"
     source.write_bytes(b"\n".join(lines) + b"\n")
-    local = build(source, tmp_path / "local", small_config())
+    local = build(source, tmp_path / "local", small_config(EXACT))
     result = CliRunner().invoke(main, [
         "build", "--source", str(source), "--data-dir", str(tmp_path / "dask"), "--dask", scheduler,
         "--config", str(write_toml(tmp_path / "dask.toml", DASK)),
@@ -67,7 +75,8 @@ def test_dask_build_writes_the_version_of_the_local_build(tmp_path, scheduler):
     assert result.exit_code == 0, result.output
 
     version = RelatedIndex.open(tmp_path / "dask").version.manifest  # loads and verifies every checksum
-    assert version.data["executor"]["kind"] == "dask" and version.data["executor"]["partitions"] == 6
+    executor = version.data["executor"]
+    assert executor["kind"] == "dask" and executor["partitions"] == math.ceil(source.stat().st_size / PARTITION_BYTES) > 4
     local_files = read_manifest(local.version).files
     assert {"vocabulary.json", "idf.npy", "index.faiss", "neighbours.npy"} <= local_files.keys()
     assert version.files == local_files  # same bytes in every file: vocabulary, IDF, vectors, neighbours, ...
@@ -80,7 +89,7 @@ def test_neighbour_search_from_a_shared_directory_finds_the_same_lists(tmp_path,
     the scheduler comes from the config."""
     source = tmp_path / "corpus.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in stories(size=12)), encoding="utf-8")
-    local = build(source, tmp_path / "local", small_config())
+    local = build(source, tmp_path / "local", small_config(EXACT))
     shared = tmp_path / "shared"
     shared.mkdir()
     config = write_toml(tmp_path / "dask.toml", merge(DASK, {"build": {
