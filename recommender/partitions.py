@@ -6,7 +6,7 @@ JSONL is cut into byte ranges at line ends (each task reads only its block); gzi
 sources cannot be cut that way (gzip does not seek, a quoted CSV field may hold a line break),
 so each of their tasks reads the file from the top and keeps the records that start in its run.
 Line numbers are the file's, as a read of the whole file reports them: a first pass counts the
-lines of every block.
+lines of every block (or of the whole stream).
 
 Partitions report every valid record; the duplicate rule (last id wins) needs all of them and
 is applied by the build's own process (`sources.LastWins`).
