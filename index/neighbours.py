@@ -222,42 +222,101 @@ def subset(queries: Queries, part: slice) -> Queries:
     )
 
 
-def build_neighbours(
-    corpus: Corpus, params: NeighbourParams, dense: np.ndarray, progress: Callable[[int], object] | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Neighbour lists of every corpus row against the corpus; fills `corpus.expanded`.
+@dataclass
+class FirstPass:
+    """First-pass candidates of a run of corpus rows, batch by batch, and each row's best `feedback` of them.
 
-    Between the passes only each batch's candidate ids (int32) and dense scores are kept,
-    8 bytes per candidate: at 1M articles x 301 candidates that is 2.4 GB, where keeping the
-    first-pass scores and int64 ids too took twice as much.
+    Per batch only the candidate ids (int32) and dense scores are kept for the final pass, 8 bytes
+    per candidate: at 1M articles x 301 candidates that is 2.4 GB, half of what int64 ids and the
+    first-pass scores took as well.
     """
-    n = corpus.sparse.shape[0]
-    queries = Queries(corpus.sparse, dense, corpus.times, np.arange(n))
-    candidates = []
-    feedback_ids = np.full((n, max(params.feedback, 1)), MISSING, dtype=np.int64)
-    feedback_scores = np.zeros(feedback_ids.shape, dtype=np.float32)
-    for part in batches(n, params.batch_size):
-        ids, dense_scores, first = first_pass(corpus, subset(queries, part), params, params.candidates)
-        candidates.append((ids.astype(np.int32), dense_scores))
-        feedback_ids[part], feedback_scores[part] = top_k(ids, first, feedback_ids.shape[1])
-        if progress is not None:
-            progress(part.stop - part.start)
-    if params.feedback > 0:
-        corpus.expanded = expand(
-            corpus.sparse, corpus.sparse, feedback_ids, feedback_scores, params.feedback_weight, params.signature_terms
-        )
+
+    rows: slice
+    candidates: list[tuple[np.ndarray, np.ndarray]]  # per batch: ids (int32) and dense scores
+    feedback_ids: np.ndarray
+    feedback_scores: np.ndarray
+
+
+def row_batches(rows: slice, size: int):
+    """Batches of `rows` on the grid of `batches` when rows.start is a multiple of `size`: FAISS then
+    searches the same batches whichever range of rows a task covers."""
+    for part in batches(rows.stop - rows.start, size):
+        yield slice(rows.start + part.start, rows.start + part.stop)
+
+
+def corpus_queries(corpus: Corpus, dense: np.ndarray) -> Queries:
+    return Queries(corpus.sparse, dense, corpus.times, np.arange(corpus.sparse.shape[0]))
+
+
+def first_pass_rows(
+    corpus: Corpus, params: NeighbourParams, dense: np.ndarray, rows: slice,
+    progress: Callable[[int], object] | None = None,
+) -> FirstPass:
+    """First pass of the corpus rows `rows` against the corpus (a build's range of rows, or all).
+
+    FAISS's dense scores come from BLAS, whose float sums depend on its thread count: with one
+    BLAS thread they are the same in every process that searches (the build's, or Dask workers'),
+    and FAISS's own threads still share the queries (on a busy 2-core box it is faster, too).
+    """
+    from threadpoolctl import threadpool_limits
+
+    queries = corpus_queries(corpus, dense)
+    width = max(params.feedback, 1)
+    found = FirstPass(
+        rows, [], np.full((rows.stop - rows.start, width), MISSING, dtype=np.int64),
+        np.zeros((rows.stop - rows.start, width), dtype=np.float32),
+    )
+    with threadpool_limits(1, user_api="blas"):
+        for part in row_batches(rows, params.batch_size):
+            ids, dense_scores, first = first_pass(corpus, subset(queries, part), params, params.candidates)
+            found.candidates.append((ids.astype(np.int32), dense_scores))
+            local = slice(part.start - rows.start, part.stop - rows.start)
+            found.feedback_ids[local], found.feedback_scores[local] = top_k(ids, first, width)
+            if progress is not None:
+                progress(part.stop - part.start)
+    return found
+
+
+def expanded_rows(corpus: Corpus, params: NeighbourParams, found: FirstPass) -> sp.csr_matrix | None:
+    """Feedback-expanded rows of `found.rows` (None when feedback is off); row by row, so ranges stack."""
+    if params.feedback <= 0:
+        return None
+    whole = (found.rows.start, found.rows.stop) == (0, corpus.sparse.shape[0])
+    return expand(
+        corpus.sparse if whole else corpus.sparse[found.rows], corpus.sparse, found.feedback_ids,
+        found.feedback_scores, params.feedback_weight, params.signature_terms,
+    )
+
+
+def final_pass_rows(
+    corpus: Corpus, params: NeighbourParams, dense: np.ndarray, found: FirstPass,
+    progress: Callable[[int], object] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Second pass of `found.rows` (against `corpus.expanded`, every row's expansion) and the top k."""
+    queries = corpus_queries(corpus, dense)
+    n = found.rows.stop - found.rows.start
     out_ids = np.full((n, params.k), MISSING, dtype=np.int32)
     out_scores = np.zeros((n, params.k), dtype=np.float32)
-    for part, (ids, dense_scores) in zip(batches(n, params.batch_size), candidates):
+    for part, (ids, dense_scores) in zip(row_batches(found.rows, params.batch_size), found.candidates):
         q = subset(queries, part)
-        if corpus.expanded is None:
+        if corpus.expanded is None:  # feedback off: the final scores are the first pass's
             scores = blend(q, corpus, params, ids, dense_scores, q.sparse, corpus.sparse)
         else:
             scores = blend(q, corpus, params, ids, dense_scores, corpus.expanded[part], corpus.expanded)
-        out_ids[part], out_scores[part] = top_k(ids, scores, params.k)
+        local = slice(part.start - found.rows.start, part.stop - found.rows.start)
+        out_ids[local], out_scores[local] = top_k(ids, scores, params.k)
         if progress is not None:
             progress(part.stop - part.start)
     return out_ids, out_scores
+
+
+def build_neighbours(
+    corpus: Corpus, params: NeighbourParams, dense: np.ndarray, progress: Callable[[int], object] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Neighbour lists of every corpus row against the corpus; fills `corpus.expanded`."""
+    found = first_pass_rows(corpus, params, dense, slice(0, corpus.sparse.shape[0]), progress)
+    corpus.expanded = expanded_rows(corpus, params, found)
+    return final_pass_rows(corpus, params, dense, found, progress)
 
 
 def query_neighbours(
