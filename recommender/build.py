@@ -232,6 +232,7 @@ class LocalExecutor:
     def vectorize(self, vectorizer: ArticleVectorizer, config: PipelineConfig) -> tuple[Vectors, list[dict]]:
         assert self._ingested is not None, "ingest first"
         articles = self._ingested.articles
+        self._ingested = None  # the texts (several GB at 1M articles) go once they are vectors
         docs = documents(articles, config)
         return vectorizer.fit_transform(docs, workers=self.workers), article_rows(articles, docs)
 
