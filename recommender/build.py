@@ -25,7 +25,6 @@ from typing import BinaryIO, Protocol
 import faiss
 import numpy as np
 import scipy.sparse as sp
-from tqdm import tqdm
 
 from index.artifacts import VersionWriter, build_lock, current_version, find_version_by_hash, prune, publish
 from index.faiss_index import IndexParams, build_index
@@ -36,12 +35,14 @@ from recommender.articles import Article, Ingested, Reject
 from recommender.config import PipelineConfig
 from recommender.errors import RelatedError
 from recommender.gate import GateRefused, GateResult
+from recommender.progress import Bars, bars
 from recommender.ranking import Catalog, epochs
 from recommender.served import precomputable, served_lists
 from recommender.sources import read_source, write_rejects
 from recommender.tfidf import ArticleVectorizer, Document, Vectors
 
 log = logging.getLogger("related.build")
+SERVED_CHUNK = 20_000  # rows per served-lists call, so the bar advances
 ARTIFACT_LAYOUT = 6  # bump when the files of a version change meaning: old versions are then rebuilt
 LIBRARIES = ("related-articles", "numpy", "scipy", "scikit-learn", "faiss-cpu")
 
@@ -190,10 +191,10 @@ class Executor(Protocol):
         """The source's raw bytes, for the content hash."""
         ...
 
-    def ingest(self, location: str) -> Intake:
+    def ingest(self, location: str, bars: Bars) -> Intake:
         ...
 
-    def vectorize(self, vectorizer: ArticleVectorizer, config: PipelineConfig) -> tuple[Vectors, list[dict]]:
+    def vectorize(self, vectorizer: ArticleVectorizer, config: PipelineConfig, bars: Bars) -> tuple[Vectors, list[dict]]:
         """Fit `vectorizer` on the ingested articles: their vectors and metadata rows, in row order."""
         ...
 
@@ -225,16 +226,17 @@ class LocalExecutor:
     def open(self, location: str) -> BinaryIO:
         return open(location, "rb")
 
-    def ingest(self, location: str) -> Intake:
-        self._ingested = read_source(Path(location))
+    def ingest(self, location: str, bars: Bars) -> Intake:
+        with bars("ingest", Path(location).stat().st_size, unit="B", unit_scale=True) as advance:
+            self._ingested = read_source(Path(location), progress=advance)
         return Intake(self._ingested.records, len(self._ingested.articles), self._ingested.rejects)
 
-    def vectorize(self, vectorizer: ArticleVectorizer, config: PipelineConfig) -> tuple[Vectors, list[dict]]:
+    def vectorize(self, vectorizer: ArticleVectorizer, config: PipelineConfig, bars: Bars) -> tuple[Vectors, list[dict]]:
         assert self._ingested is not None, "ingest first"
         articles = self._ingested.articles
         self._ingested = None  # the texts (several GB at 1M articles) go once they are vectors
         docs = documents(articles, config)
-        return vectorizer.fit_transform(docs, workers=self.workers), article_rows(articles, docs)
+        return vectorizer.fit_transform(docs, workers=self.workers, bars=bars), article_rows(articles, docs)
 
     def neighbours(
         self, corpus: Corpus, params: NeighbourParams, progress: Callable[[int], object]
@@ -251,7 +253,7 @@ class BuildRun:
     config: PipelineConfig
     executor: Executor
     digest: str
-    progress: bool
+    bars: Bars
     gate: Callable[[Path, Path | None], GateResult] | None
     stages: dict[str, float] = field(default_factory=dict)  # seconds per finished stage
     intake: Intake | None = None
@@ -268,7 +270,7 @@ class BuildRun:
 
 def ingest(run: BuildRun) -> None:
     """Validated articles and rejects; too many rejects fail the build before any work is done."""
-    run.intake = run.executor.ingest(run.location)
+    run.intake = run.executor.ingest(run.location, run.bars)
     write_rejects(run.intake.rejects, run.data_dir / "rejects.jsonl")
     for reject in run.intake.rejects[:20]:
         log.warning("rejected line %s (id=%s): %s", reject.line, reject.id, reject.reason)
@@ -278,7 +280,7 @@ def ingest(run: BuildRun) -> None:
 def vectorize(run: BuildRun) -> None:
     """Analysis, term counts, vocabulary and IDF, TF-IDF rows and their LSA vectors."""
     run.vectorizer = ArticleVectorizer(run.config.text, run.config.reduce)
-    run.vectors, run.rows = run.executor.vectorize(run.vectorizer, run.config)
+    run.vectors, run.rows = run.executor.vectorize(run.vectorizer, run.config, run.bars)
 
 
 def index_vectors(run: BuildRun) -> None:
@@ -292,8 +294,8 @@ def find_neighbours(run: BuildRun) -> None:
         index=run.index, sparse=prune_rows(vectors.sparse, params.signature_terms),
         times=publication_times(run.rows), dense=vectors.dense,
     )
-    with tqdm(total=2 * len(run.rows), desc="neighbours (2 passes)", unit="art", disable=not run.progress, leave=False) as bar:
-        run.neighbours = run.executor.neighbours(run.corpus, params, bar.update)
+    with run.bars("neighbours", 2 * len(run.rows)) as advance:  # each article twice: two passes
+        run.neighbours = run.executor.neighbours(run.corpus, params, advance)
 
 
 def serve_lists(run: BuildRun) -> None:
@@ -306,7 +308,13 @@ def serve_lists(run: BuildRun) -> None:
             run.rows, sparse=vectors.sparse, dense=vectors.dense, alive=np.ones(len(run.rows), dtype=bool),
             simhash=run.simhash,
         )
-        run.served = served_lists(run.config.policy, catalog, *run.neighbours)
+        ids, scores = run.neighbours
+        parts = []
+        with run.bars("served", len(ids)) as advance:
+            for part in np.array_split(np.arange(len(ids)), max(1, len(ids) // SERVED_CHUNK)):
+                parts.append(served_lists(run.config.policy, catalog, ids, scores, part))
+                advance(len(part))
+        run.served = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
 
 
 def write(run: BuildRun) -> None:
@@ -382,7 +390,7 @@ def build(
                 check_gate(gate, existing, data_dir)
                 publish(data_dir, existing)
             return BuildReport(existing, 0, 0, 0, time.perf_counter() - started, unchanged=True)
-        run = BuildRun(location, data_dir, config, executor, digest, progress, gate)
+        run = BuildRun(location, data_dir, config, executor, digest, bars(progress), gate)
         for stage in STAGES:
             began = time.perf_counter()
             stage.run(run)

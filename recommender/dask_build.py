@@ -40,6 +40,7 @@ from index.neighbours import Corpus, FirstPass, NeighbourParams, expanded_rows, 
 from recommender.build import Intake, article_rows, documents
 from recommender.config import PipelineConfig
 from recommender.errors import RelatedError
+from recommender.progress import Advance, Bars
 from recommender.partitions import Partition, PartRead, plan_partitions, read_partition
 from recommender.sources import LastWins, source_format
 from recommender.tfidf import ArticleVectorizer, Document, TermCounts, TermStatistics, Vectors, count_documents
@@ -106,16 +107,17 @@ class DaskExecutor:
     def open(self, location: str) -> BinaryIO:
         return fsspec.open(location, "rb").open()
 
-    def ingest(self, location: str) -> Intake:
+    def ingest(self, location: str, bars: Bars) -> Intake:
         client = self.client
         self._partitions = plan_partitions(client, location, self.partition_bytes)
         self._reads = client.map(read_partition, self._partitions, pure=False)
         duplicates = LastWins()
         rejects = []
         records = 0
-        for lines, ids, part_rejects, part_records in client.gather(
-            client.map(PartRead.occurrences, self._reads, pure=False)
-        ):
+        occurrences = client.map(PartRead.occurrences, self._reads, pure=False)
+        with bars("ingest", len(occurrences), unit="part") as advance:
+            tick(client, occurrences, advance)
+        for lines, ids, part_rejects, part_records in client.gather(occurrences):
             for line, article_id in zip(lines.tolist(), ids):
                 duplicates.admit(line, article_id, None)
             rejects += part_rejects
@@ -124,17 +126,20 @@ class DaskExecutor:
         self._winners = np.split(winners, np.searchsorted(winners, [p.first_line for p in self._partitions[1:]]))
         return Intake(records, len(winners), sorted(rejects + duplicates.rejects, key=lambda r: r.line))
 
-    def vectorize(self, vectorizer: ArticleVectorizer, config: PipelineConfig) -> tuple[Vectors, list[dict]]:
+    def vectorize(self, vectorizer: ArticleVectorizer, config: PipelineConfig, bars: Bars) -> tuple[Vectors, list[dict]]:
         client = self.client
         prepared = client.map(prepare, self._reads, self._winners, config=config, pure=False)
         self._reads, self._winners = [], []  # the workers drop the partitions' records once prepared
         counts = client.map(count_partition, prepared, config=config, pure=False)
-        vectorizer.fit_vocabulary(TermStatistics.merge(client.gather(client.map(TermStatistics.of, counts, pure=False))))
+        statistics = client.map(TermStatistics.of, counts, pure=False)
+        with bars("vectorize", len(statistics), unit="part") as advance:
+            tick(client, statistics, advance)
+        vectorizer.fit_vocabulary(TermStatistics.merge(client.gather(statistics)))
         fitted = client.scatter(vectorizer, broadcast=True, hash=False)
         weighed = client.map(weigh_partition, counts, vectorizer=fitted, pure=False)
         rows = [row for part in client.gather(client.map(itemgetter(1), prepared, pure=False)) for row in part]
         sparse = sp.vstack(client.gather(weighed)).tocsr()
-        return Vectors(sparse=sparse, dense=vectorizer.fit_reduce(sparse)), rows
+        return Vectors(sparse=sparse, dense=vectorizer.fit_reduce(sparse, bars)), rows
 
     def neighbours(
         self, corpus: Corpus, params: NeighbourParams, progress: Callable[[int], object]
@@ -175,11 +180,17 @@ def row_ranges(n: int, batch_size: int, tasks: int) -> list[slice]:
     return [slice(start, min(n, start + step)) for start in range(0, n, step)]
 
 
+def tick(client: Client, futures: list[Future], advance: Advance) -> None:
+    """Advance by one as each task finishes; returns when all have."""
+    for _ in as_completed(futures, loop=client.loop):
+        advance(1)
+
+
 def report(client: Client, futures: list[Future], ranges: list[slice], progress: Callable[[int], object]) -> None:
-    """Half of each range's rows as its task of one of the two passes finishes."""
+    """Each range's rows as its task of one of the two passes finishes."""
     rows = {future.key: r.stop - r.start for future, r in zip(futures, ranges)}
     for done in as_completed(futures, loop=client.loop):
-        progress(rows[done.key] / 2)
+        progress(rows[done.key])
 
 
 def save_matrix(directory: Path, prefix: str, matrix: sp.csr_matrix) -> None:

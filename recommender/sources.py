@@ -17,6 +17,7 @@ from typing import BinaryIO
 
 from recommender.articles import Article, Deletion, Ingested, InvalidRecord, Reject, parse_article, usable_id
 from recommender.errors import SourceError
+from recommender.progress import Advance
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 CSV_SUFFIXES = (".csv",)
@@ -28,8 +29,10 @@ _CSV_FIELD_LIMIT = 64 * 1024 * 1024
 ALL_LINES = range(1, sys.maxsize)
 
 
-def read_source(path: Path, *, allow_delete: bool = False) -> Ingested:
-    """All records of a source file, validated; deletions only count when allow_delete (update files)."""
+def read_source(path: Path, *, allow_delete: bool = False, progress: Advance | None = None) -> Ingested:
+    """All records of a source file, validated; deletions only count when allow_delete (update files).
+
+    `progress` is advanced by the bytes read (of a JSONL source; uncompressed bytes when gzipped)."""
     path = Path(path)
     if not path.exists():
         raise SourceError(f"source file not found: {path}")
@@ -43,7 +46,7 @@ def read_source(path: Path, *, allow_delete: bool = False) -> Ingested:
             if fmt == "csv":
                 read_csv(stream, collector, path)
             else:
-                read_jsonl(stream, collector)
+                read_jsonl(stream if progress is None else counted_lines(stream, progress), collector)
     except (OSError, EOFError, zlib.error) as e:
         raise SourceError(f"cannot read source file {path}: {e}") from e
     items = [item for _, item in duplicates.winners.values()]
@@ -53,6 +56,18 @@ def read_source(path: Path, *, allow_delete: bool = False) -> Ingested:
         rejects=sorted(collector.rejects + duplicates.rejects, key=lambda r: r.line),
         records=collector.records,
     )
+
+
+def counted_lines(lines: Iterable[bytes], progress: Advance, every: int = 1 << 20) -> Iterator[bytes]:
+    """`lines`, advancing `progress` by their bytes about every `every` bytes."""
+    pending = 0
+    for line in lines:
+        pending += len(line)
+        if pending >= every:
+            progress(pending)
+            pending = 0
+        yield line
+    progress(pending)
 
 
 def source_format(path: Path) -> tuple[str, bool]:

@@ -11,6 +11,7 @@ imported only where something is fitted.
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,8 +24,10 @@ from index.segments import allocate
 from recommender.analysis import AnalyzerSet
 from recommender.config import ReduceConfig, TextConfig
 from recommender.errors import RelatedError
+from recommender.progress import NO_BARS, Advance, Bars
 
 TINY_CORPUS = 30
+CHUNKS_PER_PROCESS = 8  # analysis chunks per process: the bar advances as each finishes
 PARALLEL_MIN_DOCS = 5_000  # below this a process pool costs more than it saves  # below this many articles document-frequency pruning removes too much
 
 
@@ -64,7 +67,9 @@ def l2_dense(dense: np.ndarray) -> np.ndarray:
     return dense / norms[:, np.newaxis]
 
 
-def lsa_components(matrix: sp.csr_matrix, dims: int, n_iter: int, rng: np.random.Generator) -> np.ndarray:
+def lsa_components(
+    matrix: sp.csr_matrix, dims: int, n_iter: int, rng: np.random.Generator, progress: Advance | None = None
+) -> np.ndarray:
     """Top right singular vectors [dims, V] by randomized SVD (Halko et al. 2011).
 
     Same algorithm as scikit-learn's `randomized_svd`, but the final decomposition is an
@@ -74,20 +79,26 @@ def lsa_components(matrix: sp.csr_matrix, dims: int, n_iter: int, rng: np.random
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):  # threaded BLAS on these thin matrices thrashes on a busy 2-core box
-        return _lsa_components(matrix, dims, n_iter, rng)
+        return _lsa_components(matrix, dims, n_iter, rng, progress or (lambda done: None))
 
 
-def _lsa_components(matrix: sp.csr_matrix, dims: int, n_iter: int, rng: np.random.Generator) -> np.ndarray:
+def _lsa_components(
+    matrix: sp.csr_matrix, dims: int, n_iter: int, rng: np.random.Generator, progress: Advance
+) -> np.ndarray:
+    """Advances `progress` once per pass over the matrix (n_iter + 2 in all)."""
     width = min(dims + 10, min(matrix.shape))
     sketch = matrix @ rng.standard_normal((matrix.shape[1], width), dtype=np.float32)
     basis, _ = np.linalg.qr(sketch)
+    progress(1)
     for _ in range(n_iter):
         basis, _ = np.linalg.qr(matrix @ (matrix.T @ basis))
+        progress(1)
     projected = np.asarray((matrix.T @ basis).T, dtype=np.float64)  # [width, V]
     eigenvalues, eigenvectors = np.linalg.eigh(projected @ projected.T)
     order = np.argsort(eigenvalues)[::-1][:dims]
     singular = np.sqrt(np.clip(eigenvalues[order], 1e-12, None))
     components = (eigenvectors[:, order].T @ projected) / singular[:, None]
+    progress(1)
     return components.astype(np.float32)
 
 
@@ -208,20 +219,30 @@ def _count_part(bounds: tuple[int, int]) -> TermCounts:
     return count_documents(vectorizer, docs[bounds[0] : bounds[1]])
 
 
-def count_terms(vectorizer: ArticleVectorizer, docs: Sequence[Document], workers: int) -> TermCounts:
+def count_terms(
+    vectorizer: ArticleVectorizer, docs: Sequence[Document], workers: int, progress: Advance | None = None
+) -> TermCounts:
     """Term counts of all documents and the surface form of each stem; analysis (the
-    Python-heavy part) split over forked processes."""
+    Python-heavy part) split over forked processes, in chunks that advance `progress` by their
+    documents as they finish (merge_counts gives the same result however the documents are split)."""
     global _SHARED
     n = len(docs)
-    parts = max(1, min(workers, n // PARALLEL_MIN_DOCS))
-    bounds = [(n * i // parts, n * (i + 1) // parts) for i in range(parts)]
+    processes = max(1, min(workers, n // PARALLEL_MIN_DOCS))
+    chunks = max(1, min(processes * CHUNKS_PER_PROCESS, n // PARALLEL_MIN_DOCS))
+    bounds = [(n * i // chunks, n * (i + 1) // chunks) for i in range(chunks)]
     _SHARED = (vectorizer, docs)
+    results = []
     try:
-        if parts == 1:
-            results = [_count_part(bounds[0])]
-        else:
-            with multiprocessing.get_context("fork").Pool(parts) as pool:
-                results = pool.map(_count_part, bounds)
+        with contextlib.ExitStack() as stack:
+            if processes == 1:
+                counted = map(_count_part, bounds)
+            else:
+                pool = stack.enter_context(multiprocessing.get_context("fork").Pool(processes))
+                counted = pool.imap(_count_part, bounds)
+            for (start, stop), counts in zip(bounds, counted):
+                results.append(counts)
+                if progress is not None:
+                    progress(stop - start)
     finally:
         _SHARED = None
     return merge_counts(results)
@@ -259,12 +280,13 @@ class ArticleVectorizer:
         return self._analyzers[lang].words(text)
 
     # -- fit / transform ------------------------------------------------------------
-    def fit_transform(self, docs: Sequence[Document], workers: int = 1) -> Vectors:
+    def fit_transform(self, docs: Sequence[Document], workers: int = 1, bars: Bars = NO_BARS) -> Vectors:
         """Learn vocabulary, IDF and the LSA projection; `workers` processes share the counting."""
-        counts = count_terms(self, docs, workers)
+        with bars("vectorize", len(docs)) as advance:
+            counts = count_terms(self, docs, workers, advance)
         self.fit_vocabulary(TermStatistics.of(counts))
         sparse = self.weigh(counts)
-        return Vectors(sparse=sparse, dense=self.fit_reduce(sparse))
+        return Vectors(sparse=sparse, dense=self.fit_reduce(sparse, bars))
 
     def fit_vocabulary(self, stats: TermStatistics) -> None:
         """Vocabulary (min_df, max_df, max_features) and IDF from document frequencies."""
@@ -360,7 +382,7 @@ class ArticleVectorizer:
         self._column = {t: i for i, t in enumerate(self.terms_)}
         self._idf64 = self.idf_.astype(np.float64)
 
-    def fit_reduce(self, sparse: sp.csr_matrix) -> np.ndarray:
+    def fit_reduce(self, sparse: sp.csr_matrix, bars: Bars = NO_BARS) -> np.ndarray:
         """Fit the LSA projection (on a seeded sample past `svd_fit_sample` rows) and project every row."""
         n, v = sparse.shape
         # Most frequent terms carry the topical signal LSA captures; the rare ones stay in the sparse score.
@@ -373,7 +395,8 @@ class ArticleVectorizer:
         if n > self.reduce.svd_fit_sample:
             sample = reduced[np.sort(rng.choice(n, self.reduce.svd_fit_sample, replace=False))]
         dims = max(1, min(self.reduce.dims, sample.shape[0] - 1, keep - 1))
-        self.components_ = lsa_components(sample, dims, self.reduce.n_iter, rng)
+        with bars("svd", self.reduce.n_iter + 2, unit="pass") as advance:
+            self.components_ = lsa_components(sample, dims, self.reduce.n_iter, rng, advance)
         self._projection = None
         return self._project(reduced)
 

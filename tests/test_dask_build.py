@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from index.artifacts import read_manifest
 from recommender.build import build
 from recommender.cli import main
+from recommender.progress import NO_BARS
 from recommender.related import RelatedIndex
 from recommender.sources import read_source
 from tests import news_corpus
@@ -129,9 +130,9 @@ def test_unsplittable_sources_keep_line_numbers_and_the_last_duplicate(tmp_path,
     assert len(expected.rejects) == 2
 
     with DaskExecutor(scheduler, partition_bytes=1024) as executor:
-        intake = executor.ingest(executor.locate(source))
+        intake = executor.ingest(executor.locate(source), NO_BARS)
         assert executor.describe()["partitions"] > 3
-        _, rows = executor.vectorize(*vectorizer_and_config())
+        _, rows = executor.vectorize(*vectorizer_and_config(), NO_BARS)
     assert (intake.records, intake.articles, intake.rejects) == (
         expected.records, len(expected.articles), expected.rejects
     )
