@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-import gc
 from typing import Any
 
 from index.artifacts import Version, current_version
@@ -104,9 +103,6 @@ class IndexHolder:
                     failure_listener(self.last_reload_error)
                 return ReloadOutcome(False, version, self.last_reload_error)
             self.index = new  # the single swap; requests holding the old object keep it
-            # The index's ~10 objects per article never die while served: keep them out of the
-            # cyclic GC, whose full passes over them were the slowest requests' pauses.
-            gc.freeze()
             self.loaded_target = target
             self.failed_target = None
             self.last_reload_error = None
