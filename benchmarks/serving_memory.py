@@ -140,14 +140,18 @@ class Service:
             time.sleep(0.05)
 
     def worker_memory(self) -> list[dict]:
-        """RSS, USS, PSS (MiB) of each worker process (the children of uvicorn's supervisor)."""
+        """RSS, USS, PSS (MiB) of each worker process (uvicorn's spawned children, not multiprocessing's resource tracker)."""
+        supervisor = psutil.Process(self.proc.pid)
+        workers = [supervisor] if self.workers == 1 else [  # one worker: uvicorn serves in its own process
+            child for child in supervisor.children(recursive=True) if any("spawn_main" in a for a in child.cmdline())
+        ]
         out = []
-        for child in psutil.Process(self.proc.pid).children(recursive=True):
+        for worker in workers:
             try:
-                info = child.memory_full_info()
+                info = worker.memory_full_info()
             except psutil.NoSuchProcess:
                 continue
-            out.append({"pid": child.pid, "rss_mib": round(info.rss / MIB, 1), "uss_mib": round(info.uss / MIB, 1),
+            out.append({"pid": worker.pid, "rss_mib": round(info.rss / MIB, 1), "uss_mib": round(info.uss / MIB, 1),
                         "pss_mib": round(info.pss / MIB, 1)})
         return out
 

@@ -24,7 +24,7 @@ from recommender.config import PipelineConfig
 from recommender.errors import ArticleNotFoundError
 from recommender.ranking import Policy, QueryContext, RankedItem, RelatedQuery, shared_terms
 from recommender.served import precomputable
-from recommender.tfidf import ArticleVectorizer, Document
+from recommender.tfidf import STATE_ARRAYS, ArticleVectorizer, Document
 
 WIDE_SEARCH_MIN = 500
 
@@ -64,7 +64,7 @@ class RelatedIndex:
         self.name = version.manifest.name
         self.config = PipelineConfig.from_manifest(self.manifest["config"], origin=f"manifest of {self.name}")
         terms = version.json("vocabulary.json")
-        arrays = {name: version.array(f"{name}.npy") for name in ("idf", "svd_components", "svd_columns")}
+        arrays = {name: version.array(f"{name}.npy") for name in STATE_ARRAYS}
         self.vectorizer = ArticleVectorizer.from_state(self.config.text, self.config.reduce, terms, arrays)
         self.terms: list[str] = terms
         # Readable forms ("occupied", not the stem "occupi") for `why`; older versions have none.

@@ -76,12 +76,12 @@ from recommender.config import BuildConfig, PipelineConfig, PolicyConfig
 from recommender.errors import RelatedError
 from recommender.served import precomputable, served_lists
 from recommender.sources import read_source, write_rejects
-from recommender.tfidf import ArticleVectorizer
+from recommender.tfidf import STATE_ARRAYS, ArticleVectorizer
 
 log = logging.getLogger("related.update")
 
 # Fitted state an update reuses as is: hard-linked (or copied) into the new version.
-UNCHANGED = ("vocabulary.json", "display_terms.json", "idf.npy", "svd_components.npy", "svd_columns.npy")
+UNCHANGED = ("vocabulary.json", "display_terms.json") + tuple(f"{name}.npy" for name in STATE_ARRAYS)
 # Per-row artifacts, append-only: the parent's parts are linked, the new rows go into a new part.
 SPARSE = ("tfidf", "signature", "expanded")
 SEGMENTED = ("articles.jsonl", "dense.npy", "simhash.npy", "index.faiss") + tuple(
@@ -575,7 +575,7 @@ def update(
 
         # -- what changes -----------------------------------------------------------------
         terms = parent.json("vocabulary.json")
-        state = {name: parent.array(f"{name}.npy") for name in ("idf", "svd_components", "svd_columns")}
+        state = {name: parent.array(f"{name}.npy") for name in STATE_ARRAYS}
         vectorizer = ArticleVectorizer.from_state(config.text, config.reduce, terms, state)
         columns, row_of = parent.columns()
         alive = np.array(parent.array("alive.npy"), dtype=bool)
