@@ -12,6 +12,7 @@ and the hashes of a key index are sorted within each part, whose rows the parts'
 """
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from functools import lru_cache
@@ -48,7 +49,10 @@ class StringColumn(Sequence[str]):
     def __init__(self, blob: np.ndarray, offsets: np.ndarray) -> None:
         self.blob = blob
         self.offsets = offsets
-        self._bytes = memoryview(blob)  # slicing a memoryview is several times cheaper than slicing an ndarray
+        # Per-row access goes through memoryviews: their items are Python ints and their slices
+        # bytes-like, at a fraction of the cost of numpy scalars and array slices.
+        self._bytes = memoryview(blob)
+        self._offsets = memoryview(offsets)
 
     @classmethod
     def from_strings(cls, values: Sequence[str]) -> StringColumn:
@@ -64,13 +68,11 @@ class StringColumn(Sequence[str]):
         return len(self.offsets) - 1
 
     def raw(self, row: int) -> bytes:
-        return bytes(self._bytes[int(self.offsets[row]) : int(self.offsets[row + 1])])
+        return bytes(self._bytes[self._offsets[row] : self._offsets[row + 1]])
 
-    def raw_rows(self, rows: Sequence[int]) -> list[bytes]:
-        """`raw` of many rows, with one lookup of their offsets."""
-        rows = np.asarray(rows, dtype=np.int64)
-        view = self._bytes
-        return [bytes(view[a:b]) for a, b in zip(self.offsets[rows].tolist(), self.offsets[rows + 1].tolist())]
+    def raw_rows(self, rows: Iterable[int]) -> list[bytes]:
+        view, offsets = self._bytes, self._offsets
+        return [bytes(view[offsets[row] : offsets[row + 1]]) for row in rows]
 
     def __getitem__(self, row: int) -> str:  # type: ignore[override]
         if not -len(self) <= row < len(self):
@@ -102,6 +104,7 @@ class KeyIndex(Mapping[str, int]):
         self.keys = keys
         stops = list(bounds) if bounds is not None else [len(hashes)]
         starts = [0, *stops[:-1]]
+        hashes, rows = memoryview(hashes), memoryview(rows)  # bisect on a memoryview: no numpy call per lookup
         self._parts = [(hashes[a:b], rows[a:b]) for a, b in reversed(list(zip(starts, stops))) if b > a]
 
     @staticmethod
@@ -121,12 +124,11 @@ class KeyIndex(Mapping[str, int]):
         wanted = key_hash(key)
         encoded = None
         for hashes, rows in self._parts:
-            lo = int(np.searchsorted(hashes, wanted, side="left"))
-            hi = lo
-            while hi < len(hashes) and int(hashes[hi]) == wanted:
+            lo = hi = bisect.bisect_left(hashes, wanted)
+            while hi < len(hashes) and hashes[hi] == wanted:
                 hi += 1
             for at in range(hi - 1, lo - 1, -1):  # rows ascend within equal hashes: the last row first
-                row = int(rows[at])
+                row = rows[at]
                 encoded = encoded or key.encode("utf-8", "surrogatepass")
                 if self.keys.raw(row) == encoded:
                     return row

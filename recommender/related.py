@@ -93,6 +93,14 @@ class RelatedIndex:
         self.served: tuple[np.ndarray, np.ndarray] | None = None
         if version.has("served.npy") and precomputable(self.config.policy):
             self.served = (version.array("served.npy"), version.array("served_scores.npy"))
+        # What the served path reads per request, as flat memoryviews: their items are Python
+        # ints and floats, and a row slice costs a fraction of numpy's indexing.
+        self._served_width = 0 if self.served is None else self.served[0].shape[1]
+        self._served_rows_view, self._served_scores_view = (
+            (None, None) if self.served is None else (memoryview(a.reshape(-1)) for a in self.served)
+        )
+        self._alive = memoryview(self.catalog.alive)
+        self._lang_codes = memoryview(self.catalog.lang_codes)
 
     @classmethod
     def open(cls, data_dir: Path, *, verify: bool = True) -> RelatedIndex:
@@ -163,7 +171,7 @@ class RelatedIndex:
 
     def _row(self, article_id: str) -> int:
         row = self.row_of.get(article_id)
-        if row is None or not self.catalog.alive[row]:
+        if row is None or not self._alive[row]:
             raise ArticleNotFoundError(f"article {article_id!r} is not in index version {self.name}")
         return row
 
@@ -173,12 +181,15 @@ class RelatedIndex:
         return self._served_rows(self._row(article_id), query)
 
     def _served_rows(self, row: int, query: RelatedQuery) -> tuple[list[int], list[float]] | None:
-        if self.served is None or query.explain or query.filters_for(int(self.catalog.lang_codes[row])):
+        if self.served is None or query.explain or query.filters_for(self._lang_codes[row]):
             return None
-        rows = self.served[0][row, : query.limit]
-        if len(rows) < query.limit or rows[-1] < 0 or not self.catalog.alive[rows].all():
+        start = row * self._served_width
+        stop = start + min(query.limit, self._served_width)
+        rows = self._served_rows_view[start:stop].tolist()
+        alive = self._alive
+        if len(rows) < query.limit or rows[-1] < 0 or not all([alive[r] for r in rows]):
             return None
-        return rows.tolist(), self.served[1][row, : query.limit].tolist()
+        return rows, self._served_scores_view[start:stop].tolist()
 
     def item_metadata(self, row: int) -> dict:
         """What a list shows of an article, without its score."""
