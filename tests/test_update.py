@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from index import segments
 from index.artifacts import Version, VersionWriter, current_version, list_versions, verify_version
 from index.columns import KeyIndex, StringColumn
 from index.errors import CorruptArtifactError, NoIndexError
@@ -266,6 +267,19 @@ def test_update_writes_only_new_rows_and_loads_like_a_full_write(tmp_path: Path,
     full = RelatedIndex(Version.open(flat_copy(second.version, tmp_path / "flat")))
     assert_same_index(segmented, full)
     assert "cup-90" in served(built, "cup-1", limit=6)
+
+
+def test_update_parts_are_written_to_be_mapped_after_the_parts_before_them(tmp_path: Path, built: Path) -> None:
+    apply(tmp_path, built, [article("flood", 90, seed=7)], "u1.jsonl")
+    report = apply(tmp_path, built, [article("cup", 90, seed=7), {"id": "quake-2", "deleted": True}], "u2.jsonl")
+    version = Version.open(report.version)
+    arrays = [name for name in version.manifest.data["segments"] if name.endswith(".npy")]
+    assert {"dense.npy", "items.npy", "items_offsets.npy", "id_hashes.npy", "tfidf_indptr.npy"} <= set(arrays)
+    for name in arrays:
+        paths = version.paths(name)
+        assert len(paths) == 3, name
+        for k in (1, 2):  # each appended part's data starts, within a page, where the parts before it end
+            assert segments.header(paths[k])[2] % segments.PAGE == segments.append_offset(paths[:k]), name
 
 
 def test_tampered_update_part_is_refused(tmp_path: Path, built: Path) -> None:
