@@ -96,7 +96,7 @@ class RelatedIndex:
         # What the served path reads per request, as flat memoryviews: their items are Python
         # ints and floats, and a row slice costs a fraction of numpy's indexing.
         self._served_width = 0 if self.served is None else self.served[0].shape[1]
-        self._served_rows_view, self._served_scores_view = (
+        self._served_ids, self._served_scores = (
             (None, None) if self.served is None else (memoryview(a.reshape(-1)) for a in self.served)
         )
         self._alive = memoryview(self.catalog.alive)
@@ -185,11 +185,11 @@ class RelatedIndex:
             return None
         start = row * self._served_width
         stop = start + min(query.limit, self._served_width)
-        rows = self._served_rows_view[start:stop].tolist()
+        rows = self._served_ids[start:stop].tolist()
         alive = self._alive
         if len(rows) < query.limit or rows[-1] < 0 or not all([alive[r] for r in rows]):
             return None
-        return rows, self._served_scores_view[start:stop].tolist()
+        return rows, self._served_scores[start:stop].tolist()
 
     def item_metadata(self, row: int) -> dict:
         """What a list shows of an article, without its score."""

@@ -70,8 +70,7 @@ from index.neighbours import (
 from index.simhash import signatures
 from recommender.articles import Reject
 from recommender.build import article_rows, documents, library_versions
-from recommender.catalog import FILES as CATALOG_FILES
-from recommender.catalog import STRINGS, ArticleColumns, Catalog, item_fragment
+from recommender.catalog import FILES as CATALOG_FILES, STRINGS, ArticleColumns, Catalog, item_fragment
 from recommender.config import BuildConfig, PipelineConfig, PolicyConfig
 from recommender.errors import RelatedError
 from recommender.served import precomputable, served_lists
