@@ -105,6 +105,17 @@ def update_records(texts: list[dict], tag: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def anonymous_mib(pid: int) -> float | None:
+    """Memory no other process can share (heap, copies): USS also counts pages of mapped files that
+    only this worker has touched so far, which the page cache holds once for all (Linux only)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            fields = dict(line.split(":", 1) for line in rollup.read().splitlines()[1:])
+    except OSError:
+        return None
+    return round(int(fields["Anonymous"].split()[0]) / 1024, 1)
+
+
 class Service:
     """`related serve` on loopback, its log read for each worker's loads."""
 
@@ -152,7 +163,7 @@ class Service:
             except psutil.NoSuchProcess:
                 continue
             out.append({"pid": worker.pid, "rss_mib": round(info.rss / MIB, 1), "uss_mib": round(info.uss / MIB, 1),
-                        "pss_mib": round(info.pss / MIB, 1)})
+                        "pss_mib": round(info.pss / MIB, 1), "anonymous_mib": anonymous_mib(worker.pid)})
         return out
 
     def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None) -> tuple[int, bytes]:
@@ -258,7 +269,9 @@ def main() -> None:
     for stage in ("loaded", "updated"):
         if stage in results:
             r = results[stage]
-            workers = ", ".join(f"RSS {w['rss_mib']:.0f} / USS {w['uss_mib']:.0f} MiB" for w in r["workers"])
+            workers = ", ".join(
+                f"RSS {w['rss_mib']:.0f} / USS {w['uss_mib']:.0f} / anonymous {w['anonymous_mib']} MiB" for w in r["workers"]
+            )
             print(f"{stage:>8}: {workers}; GET p50/p99 cold {r['get_cold']['p50_ms']}/{r['get_cold']['p99_ms']} ms, "
                   f"warm {r['get_warm']['p50_ms']}/{r['get_warm']['p99_ms']} ms")
     print(f"ready in {results['ready_s']} s; updates posted in {results.get('update_s')} s; -> {args.out}")
