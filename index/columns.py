@@ -4,7 +4,7 @@ A service process that held one Python object per article (a dict of metadata, a
 an id -> row dict) would hold hundreds of megabytes of its own at a million articles, once
 per worker. Stored as arrays in the version directory instead, the strings are a UTF-8 byte
 blob with int64 offsets, and a lookup by key is a sorted array of 64-bit key hashes searched
-with np.searchsorted: every worker maps the same page-cached files.
+by bisection: every worker maps the same page-cached files.
 
 A column stored as segments (index.segments) is the concatenation of its parts: an offsets
 part after the first holds global offsets without the leading 0 (as a CSR `indptr` does),
