@@ -128,7 +128,8 @@ class ArticleColumns:
         """Memory-mapped (their segments too, index.segments)."""
         if not version.has("items.npy"):
             raise CorruptArtifactError(
-                f"version {version.name} has no metadata columns (items.npy): it predates them, rebuild it"
+                f"version {version.name} has no metadata columns (items.npy): it predates them (artifact layout 7), "
+                "rebuild it with `related build`"
             )
         return cls.from_arrays({name: version.array(f"{name}.npy") for name in COLUMNS})
 

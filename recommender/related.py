@@ -64,6 +64,11 @@ class RelatedIndex:
         self.name = version.manifest.name
         self.config = PipelineConfig.from_manifest(self.manifest["config"], origin=f"manifest of {self.name}")
         terms = version.json("vocabulary.json")
+        self.dense = version.array("dense.npy")
+        self.catalog = Catalog.load(  # first: it refuses a version older than its columns, saying so
+            version, sparse=load_sparse(version, "tfidf", len(terms)), dense=self.dense,
+            simhash=version.array("simhash.npy"), alive=version.array("alive.npy"),
+        )
         arrays = {name: version.array(f"{name}.npy") for name in STATE_ARRAYS}
         self.vectorizer = ArticleVectorizer.from_state(self.config.text, self.config.reduce, terms, arrays)
         self.terms: list[str] = terms
@@ -71,13 +76,8 @@ class RelatedIndex:
         self.display_terms: list[str] = version.json("display_terms.json") if version.has("display_terms.json") else terms
         self.neighbours = version.array("neighbours.npy")
         self.neighbour_scores = version.array("neighbour_scores.npy")
-        self.dense = version.array("dense.npy")
         self.faiss = version.index(
             "index.faiss", ef_search=self.config.index.ef_search, nprobe=self.config.index.nprobe
-        )
-        self.catalog = Catalog.load(
-            version, sparse=load_sparse(version, "tfidf", len(terms)), dense=self.dense,
-            simhash=version.array("simhash.npy"), alive=version.array("alive.npy"),
         )
         self.row_of = self.catalog.row_of
         self.corpus = Corpus(
