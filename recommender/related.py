@@ -187,7 +187,7 @@ class RelatedIndex:
         stop = start + min(query.limit, self._served_width)
         rows = self._served_ids[start:stop].tolist()
         alive = self._alive
-        if len(rows) < query.limit or rows[-1] < 0 or not all([alive[r] for r in rows]):
+        if len(rows) < query.limit or rows[-1] < 0 or not all(alive[r] for r in rows):
             return None
         return rows, self._served_scores[start:stop].tolist()
 
