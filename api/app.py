@@ -79,8 +79,9 @@ def create_app(settings: Settings | None = None, *, holder: IndexHolder | None =
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         single_threaded_kernels()  # GET requests rank on the event loop's thread
-        async with holder.watching(settings.reload_check_seconds):
-            yield
+        with metrics.serving():
+            async with holder.watching(settings.reload_check_seconds):
+                yield
         ranker.shutdown(wait=False)
         updater.shutdown(wait=True)  # an update in progress finishes its version
 

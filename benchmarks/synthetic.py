@@ -98,7 +98,7 @@ def synthetic_articles(n: int, seed: int = 0, *, vocab_size: int = 50_000, story
 def synthetic_corpus(n: int, seed: int = 0, path: Path | None = None, shape: str = "names") -> Path:
     """Write (or reuse) corpus + labels JSONL for n articles; returns the corpus path."""
     suffix = "" if shape == "names" else f"-{shape}"
-    path = Path(path or f"benchmarks/results/synthetic{suffix}-{n}-{seed}.jsonl")
+    path = Path(path or Path(__file__).resolve().parent / "results" / f"synthetic{suffix}-{n}-{seed}.jsonl")
     articles = synthetic_articles if shape == "names" else archive_articles
     labels = path.with_name(path.stem + "-labels.jsonl")
     if path.exists() and labels.exists():

@@ -21,7 +21,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from index.faiss_index import search
-from index.sparse_kernels import mix_rows, pair_dots, row_top
+from index.sparse_kernels import blended_dots, mix_rows, row_top
 
 MISSING = -1
 DAY = 86_400.0
@@ -55,13 +55,6 @@ def prune_rows(matrix: sp.csr_matrix, top: int) -> sp.csr_matrix:
         return matrix
     no_mix = np.empty((matrix.shape[0], 0), dtype=np.int64)
     return mix_rows(matrix, matrix, no_mix, no_mix.astype(np.float32), top)
-
-
-def time_proximity(query_time: np.ndarray, candidate_time: np.ndarray, scale_days: float) -> np.ndarray:
-    """exp(-|Δt| / scale) in [0, 1]; UNKNOWN_PROXIMITY where either date is missing (NaN)."""
-    days = np.abs(candidate_time - query_time[:, None]) / DAY
-    proximity = np.exp(-days / scale_days)
-    return np.where(np.isnan(proximity), UNKNOWN_PROXIMITY, proximity).astype(np.float32)
 
 
 def top_k(
@@ -124,14 +117,16 @@ class Queries:
 
 
 def blend(
-    queries: Queries, corpus: Corpus, params: NeighbourParams, ids: np.ndarray, sparse: np.ndarray, dense: np.ndarray
+    queries: Queries, corpus: Corpus, params: NeighbourParams, ids: np.ndarray, dense: np.ndarray,
+    query_rows: sp.csr_matrix, corpus_rows: sp.csr_matrix,
 ) -> np.ndarray:
-    """Sparse/dense blend times the publication-time proximity factor; -inf where ids < 0."""
-    valid = ids >= 0
-    blended = params.sparse_weight * sparse + (1.0 - params.sparse_weight) * np.where(valid, dense, 0.0)
-    proximity = time_proximity(queries.times, corpus.times[np.maximum(ids, 0)], params.time_scale_days)
-    factor = 1.0 - params.time_weight + params.time_weight * proximity
-    return np.where(valid, blended * factor, -np.inf).astype(np.float32)
+    """Sparse cosine of `query_rows` and the candidates' `corpus_rows` blended with the dense
+    score, times the publication-time proximity factor exp(-|dt| / scale) (UNKNOWN_PROXIMITY
+    where a date is missing); -inf where ids < 0."""
+    return blended_dots(
+        query_rows, corpus_rows, ids, dense, queries.times, corpus.times, sparse_weight=params.sparse_weight,
+        time_weight=params.time_weight, scale_seconds=params.time_scale_days * DAY, unknown_proximity=UNKNOWN_PROXIMITY,
+    )
 
 
 def rare_term_candidates(corpus: Corpus, queries: Queries, params: NeighbourParams) -> np.ndarray:
@@ -181,8 +176,7 @@ def first_pass(
         ids = np.where((ids >= 0) & corpus.alive[np.maximum(ids, 0)], ids, MISSING)
     if queries.self_ids is not None:
         ids = np.where(ids == queries.self_ids[:, None], MISSING, ids)
-    sparse_scores = pair_dots(queries.sparse, corpus.sparse, ids)
-    return ids.astype(np.int64), dense_scores, blend(queries, corpus, params, ids, sparse_scores, dense_scores)
+    return ids.astype(np.int64), dense_scores, blend(queries, corpus, params, ids, dense_scores, queries.sparse, corpus.sparse)
 
 
 def rescore(
@@ -191,7 +185,7 @@ def rescore(
 ) -> np.ndarray:
     if expanded_queries is None or corpus.expanded is None:
         return first
-    return blend(queries, corpus, params, ids, pair_dots(expanded_queries, corpus.expanded, ids), dense)
+    return blend(queries, corpus, params, ids, dense, expanded_queries, corpus.expanded)
 
 
 def score_candidates(
@@ -204,7 +198,7 @@ def score_candidates(
     """
     ids = np.asarray(ids, dtype=np.int64)
     dense = np.einsum("ncd,nd->nc", dense_vectors[np.maximum(ids, 0)], queries.dense).astype(np.float32)
-    first = blend(queries, corpus, params, ids, pair_dots(queries.sparse, corpus.sparse, ids), dense)
+    first = blend(queries, corpus, params, ids, dense, queries.sparse, corpus.sparse)
     return rescore(corpus, queries, params, ids, dense, first, queries.expanded)
 
 
@@ -228,35 +222,101 @@ def subset(queries: Queries, part: slice) -> Queries:
     )
 
 
+@dataclass
+class FirstPass:
+    """First-pass candidates of a run of corpus rows, batch by batch, and each row's best `feedback` of them.
+
+    Per batch only the candidate ids (int32) and dense scores are kept for the final pass, 8 bytes
+    per candidate: at 1M articles x 301 candidates that is 2.4 GB, half of what int64 ids and the
+    first-pass scores took as well.
+    """
+
+    rows: slice
+    candidates: list[tuple[np.ndarray, np.ndarray]]  # per batch: ids (int32) and dense scores
+    feedback_ids: np.ndarray
+    feedback_scores: np.ndarray
+
+
+def row_batches(rows: slice, size: int):
+    """Batches of `rows` on the grid of `batches` when rows.start is a multiple of `size`: FAISS then
+    searches the same batches whichever range of rows a task covers."""
+    for part in batches(rows.stop - rows.start, size):
+        yield slice(rows.start + part.start, rows.start + part.stop)
+
+
+def corpus_queries(corpus: Corpus, dense: np.ndarray) -> Queries:
+    return Queries(corpus.sparse, dense, corpus.times, np.arange(corpus.sparse.shape[0]))
+
+
+def first_pass_rows(
+    corpus: Corpus, params: NeighbourParams, dense: np.ndarray, rows: slice,
+    progress: Callable[[int], object] | None = None,
+) -> FirstPass:
+    """First pass of the corpus rows `rows` against the corpus (a build's range of rows, or all).
+
+    FAISS's dense scores come from BLAS, whose float sums depend on its thread count: with one
+    BLAS thread they are the same in every process that searches (the build's, or Dask workers'),
+    and FAISS's own threads still share the queries (on a busy 2-core box it is faster, too).
+    """
+    from threadpoolctl import threadpool_limits
+
+    queries = corpus_queries(corpus, dense)
+    width = max(params.feedback, 1)
+    found = FirstPass(
+        rows, [], np.full((rows.stop - rows.start, width), MISSING, dtype=np.int64),
+        np.zeros((rows.stop - rows.start, width), dtype=np.float32),
+    )
+    with threadpool_limits(1, user_api="blas"):
+        for part in row_batches(rows, params.batch_size):
+            ids, dense_scores, first = first_pass(corpus, subset(queries, part), params, params.candidates)
+            found.candidates.append((ids.astype(np.int32), dense_scores))
+            local = slice(part.start - rows.start, part.stop - rows.start)
+            found.feedback_ids[local], found.feedback_scores[local] = top_k(ids, first, width)
+            if progress is not None:
+                progress(part.stop - part.start)
+    return found
+
+
+def expanded_rows(corpus: Corpus, params: NeighbourParams, found: FirstPass) -> sp.csr_matrix | None:
+    """Feedback-expanded rows of `found.rows` (None when feedback is off); row by row, so ranges stack."""
+    if params.feedback <= 0:
+        return None
+    whole = (found.rows.start, found.rows.stop) == (0, corpus.sparse.shape[0])
+    return expand(
+        corpus.sparse if whole else corpus.sparse[found.rows], corpus.sparse, found.feedback_ids,
+        found.feedback_scores, params.feedback_weight, params.signature_terms,
+    )
+
+
+def final_pass_rows(
+    corpus: Corpus, params: NeighbourParams, dense: np.ndarray, found: FirstPass,
+    progress: Callable[[int], object] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Second pass of `found.rows` (against `corpus.expanded`, every row's expansion) and the top k."""
+    queries = corpus_queries(corpus, dense)
+    n = found.rows.stop - found.rows.start
+    out_ids = np.full((n, params.k), MISSING, dtype=np.int32)
+    out_scores = np.zeros((n, params.k), dtype=np.float32)
+    for part, (ids, dense_scores) in zip(row_batches(found.rows, params.batch_size), found.candidates):
+        q = subset(queries, part)
+        if corpus.expanded is None:  # feedback off: the final scores are the first pass's
+            scores = blend(q, corpus, params, ids, dense_scores, q.sparse, corpus.sparse)
+        else:
+            scores = blend(q, corpus, params, ids, dense_scores, corpus.expanded[part], corpus.expanded)
+        local = slice(part.start - found.rows.start, part.stop - found.rows.start)
+        out_ids[local], out_scores[local] = top_k(ids, scores, params.k)
+        if progress is not None:
+            progress(part.stop - part.start)
+    return out_ids, out_scores
+
+
 def build_neighbours(
     corpus: Corpus, params: NeighbourParams, dense: np.ndarray, progress: Callable[[int], object] | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Neighbour lists of every corpus row against the corpus; fills `corpus.expanded`."""
-    n = corpus.sparse.shape[0]
-    queries = Queries(corpus.sparse, dense, corpus.times, np.arange(n))
-    candidates = []
-    feedback_ids = np.full((n, max(params.feedback, 1)), MISSING, dtype=np.int64)
-    feedback_scores = np.zeros(feedback_ids.shape, dtype=np.float32)
-    for part in batches(n, params.batch_size):
-        ids, dense_scores, first = first_pass(corpus, subset(queries, part), params, params.candidates)
-        candidates.append((ids, dense_scores, first))
-        feedback_ids[part], feedback_scores[part] = top_k(ids, first, feedback_ids.shape[1])
-        if progress is not None:
-            progress((part.stop - part.start) / 2)
-    if params.feedback > 0:
-        corpus.expanded = expand(
-            corpus.sparse, corpus.sparse, feedback_ids, feedback_scores, params.feedback_weight, params.signature_terms
-        )
-    out_ids = np.full((n, params.k), MISSING, dtype=np.int32)
-    out_scores = np.zeros((n, params.k), dtype=np.float32)
-    for part, (ids, dense_scores, first) in zip(batches(n, params.batch_size), candidates):
-        q = subset(queries, part)
-        expanded = None if corpus.expanded is None else corpus.expanded[part]
-        scores = rescore(corpus, q, params, ids, dense_scores, first, expanded)
-        out_ids[part], out_scores[part] = top_k(ids, scores, params.k)
-        if progress is not None:
-            progress((part.stop - part.start) / 2)
-    return out_ids, out_scores
+    found = first_pass_rows(corpus, params, dense, slice(0, corpus.sparse.shape[0]), progress)
+    corpus.expanded = expanded_rows(corpus, params, found)
+    return final_pass_rows(corpus, params, dense, found, progress)
 
 
 def query_neighbours(

@@ -16,9 +16,16 @@ CHUNK = 64  # queries per scratch row allocation
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _pair_dots(q_indptr, q_indices, q_data, c_indptr, c_indices, c_data, candidates, n_terms):  # pragma: no cover
+def _blended_dots(
+    q_indptr, q_indices, q_data, c_indptr, c_indices, c_data, candidates, dense, q_times, c_times,
+    sparse_weight, time_weight, scale_seconds, unknown, n_terms,
+):  # pragma: no cover
+    """(w * dot + (1 - w) * dense) * (1 - tw + tw * proximity), -inf where the id is negative:
+    sparse dot products and the blend in one pass, with no [n, width] temporaries."""
     n, width = candidates.shape
-    out = np.zeros((n, width), dtype=np.float32)
+    out = np.full((n, width), -np.inf, dtype=np.float32)
+    dense_weight = np.float32(1.0) - sparse_weight
+    keep = np.float32(1.0) - time_weight
     n_chunks = (n + CHUNK - 1) // CHUNK
     for chunk in numba.prange(n_chunks):
         scratch = np.zeros(n_terms, dtype=np.float32)
@@ -29,21 +36,35 @@ def _pair_dots(q_indptr, q_indices, q_data, c_indptr, c_indices, c_data, candida
                 j = candidates[i, c]
                 if j < 0:
                     continue
-                total = 0.0
+                total = np.float32(0.0)
                 for p in range(c_indptr[j], c_indptr[j + 1]):
                     total += c_data[p] * scratch[c_indices[p]]
-                out[i, c] = total
+                gap = abs(c_times[j] - q_times[i])
+                proximity = unknown if np.isnan(gap) else np.float32(np.exp(-gap / scale_seconds))
+                blended = sparse_weight * total + dense_weight * dense[i, c]
+                out[i, c] = blended * (keep + time_weight * proximity)
             for p in range(q_indptr[i], q_indptr[i + 1]):
                 scratch[q_indices[p]] = 0.0
     return out
 
 
-def pair_dots(queries: sp.csr_matrix, corpus: sp.csr_matrix, candidates: np.ndarray) -> np.ndarray:
-    """out[i, c] = queries[i] . corpus[candidates[i, c]] (0 where the candidate id is negative)."""
+def blended_dots(
+    queries: sp.csr_matrix, corpus: sp.csr_matrix, candidates: np.ndarray, dense: np.ndarray,
+    query_times: np.ndarray, corpus_times: np.ndarray, *, sparse_weight: float, time_weight: float,
+    scale_seconds: float, unknown_proximity: float,
+) -> np.ndarray:
+    """Blended scores [n, width] of each query and its candidates: the sparse dot product mixed
+    with the given dense scores, times a publication-time proximity factor exp(-|dt| / scale)
+    (`unknown_proximity` where a time is NaN); -inf where the candidate id is negative."""
     candidates = np.ascontiguousarray(candidates, dtype=np.int64)
     if candidates.size == 0:
-        return np.zeros(candidates.shape, dtype=np.float32)
-    return _pair_dots(*_csr_parts(queries), *_csr_parts(corpus), candidates, corpus.shape[1])
+        return np.full(candidates.shape, -np.inf, dtype=np.float32)
+    return _blended_dots(
+        *_csr_parts(queries), *_csr_parts(corpus), candidates, np.ascontiguousarray(dense, dtype=np.float32),
+        np.ascontiguousarray(query_times, dtype=np.float64), np.ascontiguousarray(corpus_times, dtype=np.float64),
+        np.float32(sparse_weight), np.float32(time_weight), float(scale_seconds), np.float32(unknown_proximity),
+        corpus.shape[1],
+    )
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)

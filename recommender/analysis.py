@@ -118,12 +118,9 @@ class AnalyzerSet:
         self._options = dict(stop_words=stop_words, stemming=stemming, ngram_max=ngram_max)
         self._by_lang: dict[str, Analyzer] = {}
 
-    def surface_forms(self) -> dict[str, str]:
-        forms: dict[str, str] = {}
-        for analyzer in self._by_lang.values():
-            for stem, word in analyzer.surface_forms().items():
-                forms.setdefault(stem, word)
-        return forms
+    def surface_forms(self) -> dict[str, dict[str, str]]:
+        """Each language's stem -> shortest word, languages in the order they were first seen."""
+        return {lang: analyzer.surface_forms() for lang, analyzer in self._by_lang.items()}
 
     def __getitem__(self, lang: str) -> Analyzer:
         analyzer = self._by_lang.get(lang)

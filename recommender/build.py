@@ -1,4 +1,10 @@
-"""Full build: source file -> validated articles -> vectors -> FAISS -> neighbour lists -> version.
+"""Full build: source -> validated articles -> vectors -> FAISS -> neighbour lists -> version.
+
+A build is a sequence of named stages (`STAGES`: ingest, vectorize, index, neighbours, served,
+write), each timed into the manifest. An executor does the work that grows with the corpus
+(reading and analysing articles, counting terms, weighting them, the neighbour search): the
+`LocalExecutor` in this process, `recommender.dask_build.DaskExecutor` as tasks on a Dask
+cluster. The stages around it are the same, so both write the same version.
 
 Cron-safe by construction: an exclusive lock, a content hash that makes repeated runs no-ops,
 a staging directory that only becomes a version once complete, and `current` switched last.
@@ -14,26 +20,29 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from typing import BinaryIO, Protocol
 
+import faiss
 import numpy as np
 import scipy.sparse as sp
-from tqdm import tqdm
 
 from index.artifacts import VersionWriter, build_lock, current_version, find_version_by_hash, prune, publish
 from index.faiss_index import IndexParams, build_index
+from index.neighbours import Corpus, NeighbourParams, build_neighbours, prune_rows
 from index.simhash import signatures
-from index.neighbours import Corpus, build_neighbours, prune_rows
 from recommender.analysis import detect_language
-from recommender.articles import Article, Ingested
+from recommender.articles import Article, Ingested, Reject
 from recommender.config import PipelineConfig
 from recommender.errors import RelatedError
 from recommender.gate import GateRefused, GateResult
 from recommender.catalog import Catalog, epochs, write_columns
+from recommender.progress import Bars, bars
 from recommender.served import precomputable, served_lists
 from recommender.sources import read_source, write_rejects
 from recommender.tfidf import ArticleVectorizer, Document, Vectors
 
 log = logging.getLogger("related.build")
+SERVED_CHUNK = 20_000  # rows per served-lists call, so the bar advances
 ARTIFACT_LAYOUT = 7  # bump when the files of a version change meaning: old versions are then rebuilt
 LIBRARIES = ("related-articles", "numpy", "scipy", "scikit-learn", "faiss-cpu")
 
@@ -67,12 +76,11 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def content_hash(source: Path, config: PipelineConfig) -> str:
+def content_hash(source: BinaryIO, config: PipelineConfig) -> str:
     """Same input bytes and same artifact-relevant config -> same hash -> no new version."""
     digest = hashlib.sha256()
-    with open(source, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+    for chunk in iter(lambda: source.read(1 << 20), b""):
+        digest.update(chunk)
     digest.update(config.fingerprint().encode())
     digest.update(f"{library_versions()['related-articles']}/{ARTIFACT_LAYOUT}".encode())
     return digest.hexdigest()
@@ -89,17 +97,6 @@ def documents(articles: Sequence[Article], config: PipelineConfig) -> list[Docum
 
 def article_rows(articles: Sequence[Article], docs: Sequence[Document]) -> list[dict]:
     return [a.to_metadata() | {"lang": d.lang} for a, d in zip(articles, docs)]
-
-
-def compute_neighbours(
-    index, vectors: Vectors, times: np.ndarray, config: PipelineConfig, progress: Callable[[int], object] | None = None
-) -> tuple[Corpus, np.ndarray, np.ndarray]:
-    params = config.neighbours.params()
-    corpus = Corpus(
-        index=index, sparse=prune_rows(vectors.sparse, params.signature_terms), times=times, dense=vectors.dense
-    )
-    ids, scores = build_neighbours(corpus, params, vectors.dense, progress=progress)
-    return corpus, ids, scores
 
 
 def publication_times(rows: Sequence[dict]) -> np.ndarray:
@@ -151,15 +148,24 @@ def write_version(
     write_columns(writer, rows)
 
 
-def check_rejects(ingested: Ingested, source: Path, config: PipelineConfig) -> None:
-    if not ingested.articles:
+@dataclass(frozen=True)
+class Intake:
+    """What the build's own process holds of an ingested source; the executor keeps the articles."""
+
+    records: int
+    articles: int
+    rejects: list[Reject]
+
+
+def check_rejects(intake: Intake, location: str, config: PipelineConfig) -> None:
+    if not intake.articles:
         raise RelatedError(
-            f"no valid articles in {source}: {ingested.records} records, {len(ingested.rejects)} rejected"
+            f"no valid articles in {location}: {intake.records} records, {len(intake.rejects)} rejected"
         )
-    share = len(ingested.rejects) / max(1, ingested.records)
+    share = len(intake.rejects) / max(1, intake.records)
     if share > config.build.max_reject_share:
         raise RelatedError(
-            f"{len(ingested.rejects)} of {ingested.records} records rejected ({share:.0%}), more than "
+            f"{len(intake.rejects)} of {intake.records} records rejected ({share:.0%}), more than "
             f"build.max_reject_share={config.build.max_reject_share:.0%}; see the rejects file"
         )
 
@@ -172,92 +178,229 @@ def check_gate(gate: Callable[[Path, Path | None], GateResult] | None, version: 
             raise GateRefused(version, verdict)
 
 
+class Executor(Protocol):
+    """Where the work that grows with the corpus runs. The stages call `ingest`, `vectorize` and
+    `neighbours` in that order; the executor keeps the articles between the first two."""
+
+    def describe(self) -> dict[str, object]:
+        """How the build ran, for the manifest."""
+        ...
+
+    def locate(self, source: Path | str) -> str:
+        """The source as the manifest and the readers name it; RelatedError when there is none."""
+        ...
+
+    def open(self, location: str) -> BinaryIO:
+        """The source's raw bytes, for the content hash."""
+        ...
+
+    def ingest(self, location: str, bars: Bars) -> Intake:
+        ...
+
+    def vectorize(self, vectorizer: ArticleVectorizer, config: PipelineConfig, bars: Bars) -> tuple[Vectors, list[dict]]:
+        """Fit `vectorizer` on the ingested articles: their vectors and metadata rows, in row order."""
+        ...
+
+    def neighbours(
+        self, corpus: Corpus, params: NeighbourParams, progress: Callable[[int], object]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Neighbour lists of every corpus row, as `build_neighbours` computes them (it fills
+        `corpus.expanded` too); `corpus.dense` holds the queries."""
+        ...
+
+
+class LocalExecutor:
+    """Everything in this process; text analysis shared by `workers` forked processes."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._ingested: Ingested | None = None
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": "local", "workers": self.workers}
+
+    def locate(self, source: Path | str) -> str:
+        path = Path(source)
+        if not path.is_file():
+            hint = " (URLs need a Dask build: --dask)" if "://" in str(source) else ""
+            raise RelatedError(f"source file not found: {source}{hint}")
+        return str(path.resolve())
+
+    def open(self, location: str) -> BinaryIO:
+        return open(location, "rb")
+
+    def ingest(self, location: str, bars: Bars) -> Intake:
+        with bars("ingest", Path(location).stat().st_size, unit="B", unit_scale=True) as advance:
+            self._ingested = read_source(Path(location), progress=advance)
+        return Intake(self._ingested.records, len(self._ingested.articles), self._ingested.rejects)
+
+    def vectorize(self, vectorizer: ArticleVectorizer, config: PipelineConfig, bars: Bars) -> tuple[Vectors, list[dict]]:
+        assert self._ingested is not None, "ingest first"
+        articles = self._ingested.articles
+        self._ingested = None  # the texts (several GB at 1M articles) go once they are vectors
+        docs = documents(articles, config)
+        return vectorizer.fit_transform(docs, workers=self.workers, bars=bars), article_rows(articles, docs)
+
+    def neighbours(
+        self, corpus: Corpus, params: NeighbourParams, progress: Callable[[int], object]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return build_neighbours(corpus, params, corpus.dense, progress=progress)
+
+
+@dataclass
+class BuildRun:
+    """One build on its way through the stages: what it started from, then what each stage adds."""
+
+    location: str
+    data_dir: Path
+    config: PipelineConfig
+    executor: Executor
+    digest: str
+    bars: Bars
+    gate: Callable[[Path, Path | None], GateResult] | None
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per finished stage
+    intake: Intake | None = None
+    vectorizer: ArticleVectorizer | None = None
+    vectors: Vectors | None = None
+    rows: list[dict] = field(default_factory=list)
+    index: faiss.Index | None = None
+    corpus: Corpus | None = None
+    neighbours: tuple[np.ndarray, np.ndarray] | None = None
+    simhash: np.ndarray | None = None
+    served: tuple[np.ndarray, np.ndarray] | None = None
+    version: Path | None = None
+
+
+def ingest(run: BuildRun) -> None:
+    """Validated articles and rejects; too many rejects fail the build before any work is done."""
+    run.intake = run.executor.ingest(run.location, run.bars)
+    write_rejects(run.intake.rejects, run.data_dir / "rejects.jsonl")
+    for reject in run.intake.rejects[:20]:
+        log.warning("rejected line %s (id=%s): %s", reject.line, reject.id, reject.reason)
+    check_rejects(run.intake, run.location, run.config)
+
+
+def vectorize(run: BuildRun) -> None:
+    """Analysis, term counts, vocabulary and IDF, TF-IDF rows and their LSA vectors."""
+    run.vectorizer = ArticleVectorizer(run.config.text, run.config.reduce)
+    run.vectors, run.rows = run.executor.vectorize(run.vectorizer, run.config, run.bars)
+
+
+def index_vectors(run: BuildRun) -> None:
+    run.index = build_index(run.vectors.dense, IndexParams(**run.config.index.model_dump()))
+
+
+def find_neighbours(run: BuildRun) -> None:
+    params = run.config.neighbours.params()
+    vectors = run.vectors
+    run.corpus = Corpus(
+        index=run.index, sparse=prune_rows(vectors.sparse, params.signature_terms),
+        times=publication_times(run.rows), dense=vectors.dense,
+    )
+    with run.bars("neighbours", 2 * len(run.rows)) as advance:  # each article twice: two passes
+        run.neighbours = run.executor.neighbours(run.corpus, params, advance)
+
+
+def serve_lists(run: BuildRun) -> None:
+    """SimHash signatures (the copy screen), and the policy's unfiltered lists when the policy
+    does not depend on the request."""
+    vectors = run.vectors
+    run.simhash = signatures(vectors.sparse)
+    if precomputable(run.config.policy):
+        catalog = Catalog.from_rows(
+            run.rows, sparse=vectors.sparse, dense=vectors.dense, alive=np.ones(len(run.rows), dtype=bool),
+            simhash=run.simhash,
+        )
+        ids, scores = run.neighbours
+        parts = []
+        with run.bars("served", len(ids)) as advance:
+            for part in np.array_split(np.arange(len(ids)), max(1, len(ids) // SERVED_CHUNK)):
+                parts.append(served_lists(run.config.policy, catalog, ids, scores, part))
+                advance(len(part))
+        run.served = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+
+
+def write(run: BuildRun) -> None:
+    """Commit the version, gate it, make it current and prune old ones."""
+    n = len(run.rows)
+    with VersionWriter(run.data_dir) as writer:
+        write_version(
+            writer, vectorizer=run.vectorizer, sparse=run.vectors.sparse, dense=run.vectors.dense,
+            simhash=run.simhash, corpus=run.corpus, neighbours=run.neighbours, served=run.served,
+            rows=run.rows, alive=np.ones(n, dtype=bool),
+        )
+        write_rejects(run.intake.rejects, writer.path("rejects.jsonl"))
+        meta = {
+            "kind": "build",
+            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "source": {"path": run.location, "records": run.intake.records},
+            "config": run.config.model_dump(mode="json"),
+            "counts": {"articles": n, "rejects": len(run.intake.rejects), "vocabulary": len(run.vectorizer.terms_)},
+            "dims": int(run.vectors.dense.shape[1]),
+            "index_type": type(run.index).__name__,
+            "libraries": library_versions(),
+            "executor": run.executor.describe(),
+            "stages": run.stages,  # serialized at commit: the stages before this one
+            "drift": {"articles_since_build": 0, "oov_token_share": 0.0},
+        }
+        run.version = writer.commit(meta, run.digest)
+    check_gate(run.gate, run.version, run.data_dir)
+    publish(run.data_dir, run.version, checksums=False)  # commit just hashed every file it wrote
+    for old in prune(run.data_dir, run.config.build.keep):
+        log.info("pruned old version %s", old.name)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[BuildRun], None]
+
+
+STAGES = (
+    Stage("ingest", ingest),
+    Stage("vectorize", vectorize),
+    Stage("index", index_vectors),
+    Stage("neighbours", find_neighbours),
+    Stage("served", serve_lists),
+    Stage("write", write),
+)
+
+
 def build(
-    source: Path,
+    source: Path | str,
     data_dir: Path,
     config: PipelineConfig,
     *,
     force: bool = False,
     progress: bool = False,
     gate: Callable[[Path, Path | None], GateResult] | None = None,
+    executor: Executor | None = None,
 ) -> BuildReport:
-    """Build a new version from `source` and make it current. Raises RelatedError on user errors."""
+    """Build a new version from `source` and make it current. Raises RelatedError on user errors.
+
+    `executor`: where the work runs (default: this process, `build.workers` processes for analysis).
+    """
     started = time.perf_counter()
-    source = Path(source)
-    if not source.is_file():
-        raise RelatedError(f"source file not found: {source}")
+    executor = executor or LocalExecutor(config.build.workers or os.cpu_count() or 1)
+    location = executor.locate(source)
     data_dir.mkdir(parents=True, exist_ok=True)
     with build_lock(data_dir):
-        stages: dict[str, float] = {}
-        digest = content_hash(source, config)
+        with executor.open(location) as handle:
+            digest = content_hash(handle, config)
         existing = None if force else find_version_by_hash(data_dir, digest)
         if existing is not None:
             if current_version(data_dir) != existing.resolve():
                 check_gate(gate, existing, data_dir)
                 publish(data_dir, existing)
             return BuildReport(existing, 0, 0, 0, time.perf_counter() - started, unchanged=True)
-
-        def stage(name: str, t0: float) -> float:
-            now = time.perf_counter()
-            stages[name] = round(now - t0, 3)
-            log.info("%s: %.1fs", name, now - t0)
-            return now
-
-        t = time.perf_counter()
-        ingested = read_source(source)
-        rejects_path = data_dir / "rejects.jsonl"
-        write_rejects(ingested.rejects, rejects_path)
-        for reject in ingested.rejects[:20]:
-            log.warning("rejected line %s (id=%s): %s", reject.line, reject.id, reject.reason)
-        check_rejects(ingested, source, config)
-        t = stage("ingest", t)
-
-        docs = documents(ingested.articles, config)
-        vectorizer = ArticleVectorizer(config.text, config.reduce)
-        vectors = vectorizer.fit_transform(docs, workers=config.build.workers or os.cpu_count() or 1)
-        t = stage("vectorize", t)
-
-        index = build_index(vectors.dense, IndexParams(**config.index.model_dump()))
-        t = stage("index", t)
-
-        n = len(docs)
-        rows = article_rows(ingested.articles, docs)
-        with tqdm(total=n, desc="neighbours", unit="art", disable=not progress, leave=False) as bar:
-            corpus, ids, scores = compute_neighbours(index, vectors, publication_times(rows), config, bar.update)
-        t = stage("neighbours", t)
-        simhash = signatures(vectors.sparse)
-        served = None
-        if precomputable(config.policy):
-            alive = np.ones(n, dtype=bool)
-            catalog = Catalog.from_rows(rows, sparse=vectors.sparse, dense=vectors.dense, alive=alive, simhash=simhash)
-            served = served_lists(config.policy, catalog, ids, scores)
-        t = stage("served", t)
-
-        with VersionWriter(data_dir) as writer:
-            write_version(
-                writer, vectorizer=vectorizer, sparse=vectors.sparse, dense=vectors.dense, simhash=simhash, corpus=corpus, neighbours=(ids, scores), served=served,
-                rows=rows, alive=np.ones(n, dtype=bool),
-            )
-            write_rejects(ingested.rejects, writer.path("rejects.jsonl"))
-            meta = {
-                "kind": "build",
-                "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
-                "source": {"path": str(source.resolve()), "records": ingested.records},
-                "config": config.model_dump(mode="json"),
-                "counts": {"articles": n, "rejects": len(ingested.rejects), "vocabulary": len(vectorizer.terms_)},
-                "dims": int(vectors.dense.shape[1]),
-                "index_type": type(index).__name__,
-                "libraries": library_versions(),
-                "stages": stages,
-                "drift": {"articles_since_build": 0, "oov_token_share": 0.0},
-            }
-            version = writer.commit(meta, digest)
-        check_gate(gate, version, data_dir)
-        publish(data_dir, version, checksums=False)  # commit just hashed every file it wrote
-        removed = prune(data_dir, config.build.keep)
-        stage("write", t)
-        for old in removed:
-            log.info("pruned old version %s", old.name)
+        run = BuildRun(location, data_dir, config, executor, digest, bars(progress), gate)
+        for stage in STAGES:
+            began = time.perf_counter()
+            stage.run(run)
+            run.stages[stage.name] = round(time.perf_counter() - began, 3)
+            log.info("%s: %.1fs", stage.name, time.perf_counter() - began)
+    intake = run.intake
     return BuildReport(
-        version, ingested.records, n, len(ingested.rejects), time.perf_counter() - started, stages=stages
+        run.version, intake.records, intake.articles, len(intake.rejects), time.perf_counter() - started,
+        stages=run.stages,
     )

@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from functools import wraps
 from pathlib import Path
 from typing import Any
@@ -90,9 +91,13 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@click.option("--source", required=True, type=click.Path(path_type=Path), help="Corpus (.jsonl or .csv, optionally .gz).")
+@click.option("--source", required=True,
+              help="Corpus (.jsonl or .csv, optionally .gz): a path, or with --dask also an fsspec URL (s3://...).")
 @data_dir_option
 @config_option
+@click.option("--dask", "dask_scheduler", metavar="ADDRESS", default=None,
+              help="Run the work on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786); "
+                   "default: build.dask_scheduler of the config, else this process.")
 @click.option("--force", is_flag=True, help="Build a new version even when input and config are unchanged.")
 @click.option("--progress/--no-progress", default=None, help="Progress bars (default: when stderr is a terminal).")
 @click.option("--gate", "use_gate", is_flag=True,
@@ -101,8 +106,8 @@ def main(verbose: bool) -> None:
               help="Labels JSONL for the gate (nDCG@10); without it the gate compares with the current lists.")
 @user_errors
 def build(
-    source: Path, data_dir: Path, config_path: Path | None, force: bool, progress: bool | None, use_gate: bool,
-    gate_labels: Path | None,
+    source: str, data_dir: Path, config_path: Path | None, dask_scheduler: str | None, force: bool,
+    progress: bool | None, use_gate: bool, gate_labels: Path | None,
 ) -> None:
     """Build a new index version from SOURCE and make it current.
 
@@ -124,10 +129,11 @@ def build(
             return verdicts[-1]
 
     try:
-        report = run_build(
-            source, data_dir, config, force=force, progress=sys.stderr.isatty() if progress is None else progress,
-            gate=gate,
-        )
+        with dask_executor(dask_scheduler or config.build.dask_scheduler, config) as executor:
+            report = run_build(
+                source, data_dir, config, force=force, progress=sys.stderr.isatty() if progress is None else progress,
+                gate=gate, executor=executor,
+            )
     except GateRefused as err:
         click.echo(f"related build: {err}", err=True)
         click.echo(f"related build: status=refused version={err.version.name} {err.result.summary()}", err=True)
@@ -149,6 +155,17 @@ def build(
         line += " " + verdicts[-1].summary()
     click.echo(f"related build: {line}", err=True)
     click.echo(report.summary())
+
+
+def dask_executor(address: str, config: PipelineConfig) -> AbstractContextManager[Any]:
+    """The Dask executor for a scheduler address; no address: None, the build's own process."""
+    if not address:
+        return nullcontext()
+    try:
+        from recommender.dask_build import DaskExecutor
+    except ImportError as err:
+        raise RelatedError(f"a Dask build needs the dask extra (pip install 'related-articles[dask]'): {err}") from None
+    return DaskExecutor(address, config.build.dask_partition_bytes, config.build.dask_shared_dir)
 
 
 @main.command()
@@ -219,18 +236,24 @@ def info(data_dir: Path, as_json: bool) -> None:
 @click.option("--workers", default=None, type=int, help="Default: $RELATED_WORKERS or 1.")
 @user_errors
 def serve(data_dir: Path, host: str | None, port: int | None, workers: int | None) -> None:
-    """Serve the HTTP API (flags override the RELATED_* environment)."""
+    """Serve the HTTP API (flags override the RELATED_* environment).
+
+    With several workers, /metrics shows their sums: they keep their metrics in files under
+    $PROMETHEUS_MULTIPROC_DIR if set, else in a private temporary directory removed at exit.
+    """
     import uvicorn
 
     overrides = {"RELATED_DATA_DIR": str(data_dir), "RELATED_HOST": host, "RELATED_PORT": port, "RELATED_WORKERS": workers}
     os.environ.update({k: str(v) for k, v in overrides.items() if v is not None})
+    from api.metrics import worker_metrics_dir
     from api.settings import Settings
 
     settings = Settings()
-    uvicorn.run(
-        "api.app:create_app", factory=True, host=settings.host, port=settings.port,
-        workers=settings.workers, log_level="info", access_log=False,
-    )
+    with worker_metrics_dir(settings.workers):
+        uvicorn.run(
+            "api.app:create_app", factory=True, host=settings.host, port=settings.port,
+            workers=settings.workers, log_level="info", access_log=False,
+        )
 
 
 @main.command()

@@ -116,6 +116,16 @@ class BuildConfig(_Section):
     gate_min_overlap: float = Field(
         0.5, ge=0.0, le=1.0, description="`build --gate` without labels: refuse when top-10 lists overlap less."
     )
+    dask_scheduler: str = Field(
+        "", description="Dask scheduler address (tcp://host:8786): run the build's work on that cluster; empty: here."
+    )
+    dask_partition_bytes: int = Field(
+        64 * 2**20, ge=1024, description="Dask build: bytes of source per partition (one ingest and analysis task)."
+    )
+    dask_shared_dir: str = Field(
+        "", description="Dask build: a directory every worker sees at the same path (the shared data mount); the "
+        "neighbour search's inputs are written there and memory-mapped, one copy per machine. Empty: one per worker process."
+    )
 
 
 class PipelineConfig(_Section):

@@ -120,7 +120,7 @@ def ndcg_at_10(lists: Lists, queries: list[str], qrels: dict[str, dict[str, int]
 
 
 def judge_with_labels(candidate: Lists, previous: Lists, labels_path: Path, margin: float) -> GateResult:
-    from recommender.evaluate import judgments_from_labels, read_labels
+    from recommender.judgments import judgments_from_labels, read_labels
 
     common = sorted(candidate.rows.keys() & previous.rows.keys())
     labels = read_labels(labels_path)

@@ -9,13 +9,15 @@ import csv
 import gzip
 import io
 import json
+import sys
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from recommender.articles import Article, Deletion, Ingested, InvalidRecord, Reject, parse_article, usable_id
 from recommender.errors import SourceError
+from recommender.progress import Advance
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 CSV_SUFFIXES = (".csv",)
@@ -24,26 +26,48 @@ _CSV_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": Fals
 _CSV_BOOLEAN_COLUMNS = ("evergreen", "deleted")
 # Article bodies with markup easily exceed the csv module's default 128 KiB field limit.
 _CSV_FIELD_LIMIT = 64 * 1024 * 1024
+ALL_LINES = range(1, sys.maxsize)
 
 
-def read_source(path: Path, *, allow_delete: bool = False) -> Ingested:
-    """All records of a source file, validated; deletions only count when allow_delete (update files)."""
+def read_source(path: Path, *, allow_delete: bool = False, progress: Advance | None = None) -> Ingested:
+    """All records of a source file, validated; deletions only count when allow_delete (update files).
+
+    `progress` is advanced by the bytes read (of a JSONL source; uncompressed bytes when gzipped)."""
     path = Path(path)
     if not path.exists():
         raise SourceError(f"source file not found: {path}")
     if path.is_dir():
         raise SourceError(f"source is a directory, not a file: {path}")
     fmt, compressed = source_format(path)
-    collector = _Collector(allow_delete)
+    duplicates = LastWins()
+    collector = Collector(duplicates.admit, allow_delete)
     try:
         with _open(path, compressed) as stream:
             if fmt == "csv":
-                _read_csv(stream, collector, path)
+                read_csv(stream, collector, path)
             else:
-                _read_jsonl(stream, collector)
+                read_jsonl(stream if progress is None else counted_lines(stream, progress), collector)
     except (OSError, EOFError, zlib.error) as e:
         raise SourceError(f"cannot read source file {path}: {e}") from e
-    return collector.result()
+    items = [item for _, item in duplicates.winners.values()]
+    return Ingested(
+        articles=[item for item in items if isinstance(item, Article)],
+        deletions=[item for item in items if isinstance(item, Deletion)],
+        rejects=sorted(collector.rejects + duplicates.rejects, key=lambda r: r.line),
+        records=collector.records,
+    )
+
+
+def counted_lines(lines: Iterable[bytes], progress: Advance, every: int = 1 << 20) -> Iterator[bytes]:
+    """`lines`, advancing `progress` by their bytes about every `every` bytes."""
+    pending = 0
+    for line in lines:
+        pending += len(line)
+        if pending >= every:
+            progress(pending)
+            pending = 0
+        yield line
+    progress(pending)
 
 
 def source_format(path: Path) -> tuple[str, bool]:
@@ -67,51 +91,59 @@ def write_rejects(rejects: Iterable[Reject], path: Path) -> None:
             f.write(json.dumps(reject.to_json(), ensure_ascii=False) + "\n")
 
 
-class _Collector:
-    """Applies the duplicate rule: the last valid record for an id wins, earlier ones become rejects."""
+class LastWins:
+    """The duplicate rule: the last valid record for an id wins, earlier ones become rejects.
 
-    def __init__(self, allow_delete: bool) -> None:
+    Fed in line order: by the reader of a whole file, or by a Dask build with the ids its
+    partitions found."""
+
+    def __init__(self) -> None:
+        self.rejects: list[Reject] = []
+        self.winners: dict[str, tuple[int, Article | Deletion | None]] = {}
+
+    def admit(self, line: int, item_id: str, item: Article | Deletion | None) -> None:
+        # pop + re-insert keeps the dict ordered by the winning occurrence's line.
+        previous = self.winners.pop(item_id, None)
+        if previous is not None:
+            self.rejects.append(Reject(previous[0], item_id, f"duplicate id: superseded by line {line}"))
+        self.winners[item_id] = (line, item)
+
+
+class Collector:
+    """Validates records: valid ones go to `keep(line, id, item)`, the others become rejects.
+
+    An invalid later record does not displace an earlier valid one: it is simply rejected."""
+
+    def __init__(self, keep: Callable[[int, str, Article | Deletion], None], allow_delete: bool = False) -> None:
+        self.keep = keep
         self.allow_delete = allow_delete
         self.records = 0
         self.rejects: list[Reject] = []
-        self.winners: dict[str, tuple[int, Article | Deletion]] = {}
 
     def add(self, line: int, record: object) -> None:
         self.records += 1
         try:
             item = parse_article(record, allow_delete=self.allow_delete)
         except InvalidRecord as e:
-            # An invalid later record does not displace an earlier valid one: it is simply rejected.
             self.rejects.append(Reject(line, usable_id(record), str(e)))
             return
-        # pop + re-insert keeps the dict ordered by the winning occurrence's line.
-        previous = self.winners.pop(item.id, None)
-        if previous is not None:
-            self.rejects.append(Reject(previous[0], item.id, f"duplicate id: superseded by line {line}"))
-        self.winners[item.id] = (line, item)
+        self.keep(line, item.id, item)
 
     def reject(self, line: int, record_id: str | None, reason: str) -> None:
         self.records += 1
         self.rejects.append(Reject(line, record_id, reason))
-
-    def result(self) -> Ingested:
-        items = [item for _, item in self.winners.values()]
-        return Ingested(
-            articles=[item for item in items if isinstance(item, Article)],
-            deletions=[item for item in items if isinstance(item, Deletion)],
-            rejects=sorted(self.rejects, key=lambda r: r.line),
-            records=self.records,
-        )
 
 
 def _open(path: Path, compressed: bool) -> BinaryIO:
     return gzip.open(path, "rb") if compressed else path.open("rb")  # type: ignore[return-value]
 
 
-def _read_jsonl(stream: BinaryIO, out: _Collector) -> None:
-    """Each line is decoded on its own so one line of bad bytes costs one reject, not the file."""
+def read_jsonl(lines: Iterable[bytes], out: Collector, first_line: int = 1) -> None:
+    """Each line is decoded on its own so one line of bad bytes costs one reject, not the file.
+
+    `first_line`: the number of the first of `lines` in the file (a partition starts mid-file)."""
     loads = json.loads
-    for line, raw in enumerate(stream, start=1):
+    for line, raw in enumerate(lines, start=first_line):
         if raw.isspace():
             continue
         try:
@@ -130,8 +162,11 @@ def _read_jsonl(stream: BinaryIO, out: _Collector) -> None:
         out.add(line, record)
 
 
-def _read_csv(stream: BinaryIO, out: _Collector, path: Path) -> None:
-    """Rows as records; bad bytes are kept as surrogates by the decoder and rejected per record."""
+def read_csv(stream: BinaryIO, out: Collector, path: Path | str, starts: range = ALL_LINES) -> None:
+    """Rows as records; bad bytes are kept as surrogates by the decoder and rejected per record.
+
+    `starts`: only the records starting on these lines (a partition); the file is parsed from the
+    top all the same, since a quoted field may hold line breaks."""
     text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="surrogateescape", newline="")
     reader = csv.reader(text)
     previous_limit = csv.field_size_limit(_CSV_FIELD_LIMIT)
@@ -139,6 +174,10 @@ def _read_csv(stream: BinaryIO, out: _Collector, path: Path) -> None:
         rows = _numbered_rows(reader)
         columns, width = _csv_header(rows, path)
         for line, row in rows:
+            if line >= starts.stop:
+                break
+            if line < starts.start:
+                continue
             if isinstance(row, csv.Error):
                 out.reject(line, None, f"invalid CSV: {row}")
                 continue
@@ -167,7 +206,7 @@ def _numbered_rows(reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str]
             yield start, row
 
 
-def _csv_header(rows: Iterator[tuple[int, list[str] | csv.Error]], path: Path) -> tuple[dict[str, int], int]:
+def _csv_header(rows: Iterator[tuple[int, list[str] | csv.Error]], path: Path | str) -> tuple[dict[str, int], int]:
     """Known column -> index; the header is required because column order varies between exports."""
     first = next(rows, None)
     if first is None:

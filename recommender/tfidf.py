@@ -11,9 +11,11 @@ imported only where something is fitted.
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -22,9 +24,11 @@ from index.segments import allocate
 from recommender.analysis import AnalyzerSet
 from recommender.config import ReduceConfig, TextConfig
 from recommender.errors import RelatedError
+from recommender.progress import NO_BARS, Advance, Bars
 
 TINY_CORPUS = 30
 STATE_ARRAYS = ("idf", "svd_projection", "svd_columns")  # the fitted arrays, saved as <name>.npy
+CHUNKS_PER_PROCESS = 8  # analysis chunks per process: the bar advances as each finishes
 PARALLEL_MIN_DOCS = 5_000  # below this a process pool costs more than it saves  # below this many articles document-frequency pruning removes too much
 
 
@@ -64,7 +68,9 @@ def l2_dense(dense: np.ndarray) -> np.ndarray:
     return dense / norms[:, np.newaxis]
 
 
-def lsa_components(matrix: sp.csr_matrix, dims: int, n_iter: int, rng: np.random.Generator) -> np.ndarray:
+def lsa_components(
+    matrix: sp.csr_matrix, dims: int, n_iter: int, rng: np.random.Generator, progress: Advance | None = None
+) -> np.ndarray:
     """Top right singular vectors [dims, V] by randomized SVD (Halko et al. 2011).
 
     Same algorithm as scikit-learn's `randomized_svd`, but the final decomposition is an
@@ -74,73 +80,173 @@ def lsa_components(matrix: sp.csr_matrix, dims: int, n_iter: int, rng: np.random
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1):  # threaded BLAS on these thin matrices thrashes on a busy 2-core box
-        return _lsa_components(matrix, dims, n_iter, rng)
+        return _lsa_components(matrix, dims, n_iter, rng, progress or (lambda done: None))
 
 
-def _lsa_components(matrix: sp.csr_matrix, dims: int, n_iter: int, rng: np.random.Generator) -> np.ndarray:
+def _lsa_components(
+    matrix: sp.csr_matrix, dims: int, n_iter: int, rng: np.random.Generator, progress: Advance
+) -> np.ndarray:
+    """Advances `progress` once per pass over the matrix (n_iter + 2 in all)."""
     width = min(dims + 10, min(matrix.shape))
     sketch = matrix @ rng.standard_normal((matrix.shape[1], width), dtype=np.float32)
     basis, _ = np.linalg.qr(sketch)
+    progress(1)
     for _ in range(n_iter):
         basis, _ = np.linalg.qr(matrix @ (matrix.T @ basis))
+        progress(1)
     projected = np.asarray((matrix.T @ basis).T, dtype=np.float64)  # [width, V]
     eigenvalues, eigenvectors = np.linalg.eigh(projected @ projected.T)
     order = np.argsort(eigenvalues)[::-1][:dims]
     singular = np.sqrt(np.clip(eigenvalues[order], 1e-12, None))
     components = (eigenvectors[:, order].T @ projected) / singular[:, None]
+    progress(1)
     return components.astype(np.float32)
+
+
+Forms = dict[str, dict[str, str]]  # language -> stem -> shortest word seen, languages in order of first appearance
+
+
+def merge_forms(into: Forms, forms: Forms) -> None:
+    """Add the surface forms of a later run of documents. Per language the shortest word of a stem
+    wins, and languages keep their order of first appearance: any split of the corpus, merged in
+    order, ends with the forms of one pass over it."""
+    for lang, stems in forms.items():
+        known = into.setdefault(lang, {})
+        for stem, word in stems.items():
+            best = known.get(stem)
+            if best is None or (len(word), word) < (len(best), best):
+                known[stem] = word
+
+
+def shown_forms(forms: Forms) -> dict[str, str]:
+    """Stem -> the word explanations show: from the first language seen with that stem."""
+    shown: dict[str, str] = {}
+    for stems in forms.values():
+        for stem, word in stems.items():
+            shown.setdefault(stem, word)
+    return shown
+
+
+class TermCounts(NamedTuple):
+    """Raw term counts of a run of documents: alphabetical terms, one row per document (terms in
+    column order), and the words seen for each stem."""
+
+    terms: list[str]
+    counts: sp.csr_matrix  # [documents, len(terms)] float32
+    forms: Forms
+
+
+@dataclass(frozen=True, slots=True)
+class TermStatistics:
+    """What the vocabulary and IDF are fitted on. Partitions' statistics add up to the corpus's,
+    so a build that counts partitions on other machines fits what one process would."""
+
+    documents: int
+    terms: list[str]  # alphabetical
+    df: np.ndarray  # int64: documents containing each term
+    totals: np.ndarray  # float64: occurrences of each term (exact, for max_features)
+    forms: Forms
+
+    @classmethod
+    def of(cls, counts: TermCounts) -> TermStatistics:
+        width = len(counts.terms)
+        df = np.bincount(counts.counts.indices, minlength=width)
+        totals = np.bincount(counts.counts.indices, weights=counts.counts.data, minlength=width)
+        return cls(counts.counts.shape[0], counts.terms, df.astype(np.int64), totals, counts.forms)
+
+    @classmethod
+    def merge(cls, parts: Sequence[TermStatistics]) -> TermStatistics:
+        terms = sorted(set().union(*(p.terms for p in parts)))
+        column = {t: i for i, t in enumerate(terms)}
+        df = np.zeros(len(terms), dtype=np.int64)
+        totals = np.zeros(len(terms), dtype=np.float64)
+        forms: Forms = {}
+        for part in parts:
+            positions = np.fromiter((column[t] for t in part.terms), dtype=np.int64, count=len(part.terms))
+            df[positions] += part.df  # a part names each term once
+            totals[positions] += part.totals
+            merge_forms(forms, part.forms)
+        return cls(sum(p.documents for p in parts), terms, df, totals, forms)
+
+
+def inverse_document_frequency(df: np.ndarray, documents: int) -> np.ndarray:
+    """scikit-learn's smoothed IDF, ln((1 + n) / (1 + df)) + 1, in float32 with the operations of
+    `TfidfTransformer.fit` on float32 counts (tests/test_tfidf.py holds them equal). Computed from
+    document frequencies alone, because merged partitions have those and no count matrix."""
+    idf = np.full(df.shape, documents + 1, dtype=np.float32)
+    idf /= df.astype(np.float32) + 1.0
+    np.log(idf, out=idf)
+    idf += 1.0
+    return idf
+
+
+def count_documents(vectorizer: ArticleVectorizer, docs: Sequence[Document]) -> TermCounts:
+    """Term counts of `docs` (one process, or one partition of a Dask build)."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    if not any(vectorizer.analyze(doc) for doc in docs):
+        # CountVectorizer raises a bare ValueError on an empty vocabulary; fit_vocabulary reports it readably.
+        return TermCounts([], sp.csr_matrix((len(docs), 0), dtype=np.float32), vectorizer.surface_forms())
+    counter = CountVectorizer(analyzer=vectorizer.analyze, dtype=np.float32)
+    raw = counter.fit_transform(docs).tocsr()
+    # Rebuilt, because CountVectorizer renumbers columns after flagging its rows sorted; each row's
+    # terms are then put in column order, which the weighting sums in.
+    counts = sp.csr_matrix((raw.data, raw.indices, raw.indptr), shape=raw.shape)
+    counts.sort_indices()
+    return TermCounts(counter.get_feature_names_out().tolist(), counts, vectorizer.surface_forms())
+
+
+def merge_counts(parts: Sequence[TermCounts]) -> TermCounts:
+    """Rows of all parts over the union of their terms, alphabetical (so the result does not depend
+    on how the documents were split), each row's terms in column order."""
+    terms = parts[0].terms if len(parts) == 1 else sorted(set().union(*(p.terms for p in parts)))
+    column = {t: i for i, t in enumerate(terms)}
+    blocks = []
+    forms: Forms = {}
+    for part_terms, counts, part_forms in parts:
+        merge_forms(forms, part_forms)
+        remap = np.array([column[t] for t in part_terms], dtype=np.int32)
+        indices = remap[counts.indices] if len(part_terms) else counts.indices
+        blocks.append(sp.csr_matrix((counts.data, indices, counts.indptr), shape=(counts.shape[0], len(terms))))
+    return TermCounts(terms, sp.vstack(blocks).tocsr(), forms)  # alphabetical remaps keep rows sorted
 
 
 _SHARED: tuple[ArticleVectorizer, Sequence[Document]] | None = None  # inherited by forked workers
 
 
-def _count_part(bounds: tuple[int, int]) -> tuple[list[str], sp.csr_matrix, dict[str, str]]:
-    from sklearn.feature_extraction.text import CountVectorizer
-
+def _count_part(bounds: tuple[int, int]) -> TermCounts:
     assert _SHARED is not None
     vectorizer, docs = _SHARED
-    counter = CountVectorizer(analyzer=vectorizer.analyze, dtype=np.float32)
-    part = docs[bounds[0] : bounds[1]]
-    if not any(vectorizer.analyze(doc) for doc in part):
-        # CountVectorizer raises a bare ValueError on an empty vocabulary; fit_transform reports it readably.
-        return [], sp.csr_matrix((len(part), 0), dtype=np.float32), {}
-    counts = counter.fit_transform(part).tocsr()
-    return counter.get_feature_names_out().tolist(), counts, vectorizer.surface_forms()
+    return count_documents(vectorizer, docs[bounds[0] : bounds[1]])
 
 
 def count_terms(
-    vectorizer: ArticleVectorizer, docs: Sequence[Document], workers: int
-) -> tuple[list[str], sp.csr_matrix, dict[str, str]]:
+    vectorizer: ArticleVectorizer, docs: Sequence[Document], workers: int, progress: Advance | None = None
+) -> TermCounts:
     """Term counts of all documents and the surface form of each stem; analysis (the
-    Python-heavy part) split over forked processes."""
+    Python-heavy part) split over forked processes, in chunks that advance `progress` by their
+    documents as they finish (merge_counts gives the same result however the documents are split)."""
     global _SHARED
     n = len(docs)
-    parts = max(1, min(workers, n // PARALLEL_MIN_DOCS))
-    bounds = [(n * i // parts, n * (i + 1) // parts) for i in range(parts)]
+    processes = max(1, min(workers, n // PARALLEL_MIN_DOCS))
+    chunks = max(1, min(processes * CHUNKS_PER_PROCESS, n // PARALLEL_MIN_DOCS))
+    bounds = [(n * i // chunks, n * (i + 1) // chunks) for i in range(chunks)]
     _SHARED = (vectorizer, docs)
+    results = []
     try:
-        if parts == 1:
-            results = [_count_part(bounds[0])]
-        else:
-            with multiprocessing.get_context("fork").Pool(parts) as pool:
-                results = pool.map(_count_part, bounds)
+        with contextlib.ExitStack() as stack:
+            if processes == 1:
+                counted = map(_count_part, bounds)
+            else:
+                pool = stack.enter_context(multiprocessing.get_context("fork").Pool(processes))
+                counted = pool.imap(_count_part, bounds)
+            for (start, stop), counts in zip(bounds, counted):
+                results.append(counts)
+                if progress is not None:
+                    progress(stop - start)
     finally:
         _SHARED = None
-    column: dict[str, int] = {}
-    blocks = []
-    forms: dict[str, str] = {}
-    for terms, counts, part_forms in results:
-        for stem, word in part_forms.items():
-            best = forms.get(stem)
-            if best is None or (len(word), word) < (len(best), best):
-                forms[stem] = word
-        remap = np.array([column.setdefault(t, len(column)) for t in terms], dtype=np.int32)
-        blocks.append((remap[counts.indices] if len(terms) else counts.indices, counts))
-    merged = sp.vstack(
-        [sp.csr_matrix((c.data, idx, c.indptr), shape=(c.shape[0], len(column))) for idx, c in blocks]
-    ).tocsr()
-    merged.sum_duplicates()
-    return list(column), merged, forms
+    return merge_counts(results)
 
 
 class ArticleVectorizer:
@@ -167,7 +273,7 @@ class ArticleVectorizer:
         title = analyzer.terms(doc.title) if doc.title else []
         return title * self.text.title_weight + analyzer.terms(doc.body)
 
-    def surface_forms(self) -> dict[str, str]:
+    def surface_forms(self) -> Forms:
         return self._analyzers.surface_forms()
 
     def words(self, lang: str, text: str) -> list[str]:
@@ -175,33 +281,56 @@ class ArticleVectorizer:
         return self._analyzers[lang].words(text)
 
     # -- fit / transform ------------------------------------------------------------
-    def fit_transform(self, docs: Sequence[Document], workers: int = 1) -> Vectors:
+    def fit_transform(self, docs: Sequence[Document], workers: int = 1, bars: Bars = NO_BARS) -> Vectors:
         """Learn vocabulary, IDF and the LSA projection; `workers` processes share the counting."""
-        n = len(docs)
+        with bars("vectorize", len(docs)) as advance:
+            counts = count_terms(self, docs, workers, advance)
+        self.fit_vocabulary(TermStatistics.of(counts))
+        sparse = self.weigh(counts)
+        return Vectors(sparse=sparse, dense=self.fit_reduce(sparse, bars))
+
+    def fit_vocabulary(self, stats: TermStatistics) -> None:
+        """Vocabulary (min_df, max_df, max_features) and IDF from document frequencies."""
+        n = stats.documents
         tiny = n < TINY_CORPUS
-        terms, counts, forms = count_terms(self, docs, workers)
-        df = np.bincount(counts.indices, minlength=len(terms))
         min_df = 1 if tiny else self.text.min_df
         max_df = n if tiny else self.text.max_df * n
-        keep = np.flatnonzero((df >= min_df) & (df <= max_df))
+        keep = np.flatnonzero((stats.df >= min_df) & (stats.df <= max_df))
         if self.text.max_features is not None and len(keep) > self.text.max_features:
-            totals = np.asarray(counts.sum(axis=0)).ravel()[keep]
-            keep = keep[np.argsort(-totals, kind="stable")[: self.text.max_features]]
+            keep = keep[np.argsort(-stats.totals[keep], kind="stable")[: self.text.max_features]]
         if len(keep) == 0:
             raise RelatedError(
                 f"cannot build a vocabulary from this corpus: no term is in at least {min_df} and at most "
                 f"{max_df:.0f} of {n} articles"
             )
-        keep = keep[np.argsort(np.asarray(terms, dtype=object)[keep])]  # alphabetical, like scikit-learn
-        self.terms_ = [terms[i] for i in keep]
-        self.display_ = [" ".join(forms.get(word, word) for word in term.split(" ")) for term in self.terms_]
+        keep = np.sort(keep)  # the terms are alphabetical, like scikit-learn's
+        self.terms_ = [stats.terms[i] for i in keep]
+        shown = shown_forms(stats.forms)
+        self.display_ = [" ".join(shown.get(word, word) for word in term.split(" ")) for term in self.terms_]
+        self.idf_ = inverse_document_frequency(stats.df[keep], n)
+        self._make_transformers()
+
+    def weigh(self, counts: TermCounts) -> sp.csr_matrix:
+        """TF-IDF rows of counted documents over the fitted vocabulary (other terms dropped), by
+        scikit-learn's `TfidfTransformer` with the fitted IDF. Row by row, so partitions weighed
+        apart stack to the rows of the whole corpus."""
         from sklearn.feature_extraction.text import TfidfTransformer
 
+        column = self._column
+        if column is None:
+            raise RuntimeError("vectorizer is not fitted")
+        positions = np.fromiter((column.get(t, -1) for t in counts.terms), dtype=np.int64, count=len(counts.terms))
+        known = np.flatnonzero(positions >= 0)
+        selected = counts.counts[:, known]
+        matrix = sp.csr_matrix(
+            (selected.data, positions[known][selected.indices], selected.indptr),
+            shape=(selected.shape[0], len(self.terms_)),
+        )
+        if matrix.shape[0] == 0:
+            return matrix.astype(np.float32)
         weighting = TfidfTransformer(sublinear_tf=self.text.sublinear_tf)
-        sparse = weighting.fit_transform(counts[:, keep]).astype(np.float32).tocsr()
-        self.idf_ = weighting.idf_.astype(np.float32)
-        self._make_transformers()
-        return Vectors(sparse=sparse, dense=self._fit_reduce(sparse))
+        weighting.idf_ = self.idf_
+        return weighting.transform(matrix).astype(np.float32).tocsr()
 
     def transform(self, docs: Sequence[Document], analysed: Sequence[list[str]] | None = None) -> Vectors:
         """TF-IDF rows with the fitted vocabulary (unknown terms ignored) and their LSA vectors.
@@ -258,7 +387,8 @@ class ArticleVectorizer:
         self._column = {t: i for i, t in enumerate(self.terms_)}
         self._idf64 = self.idf_.astype(np.float64)
 
-    def _fit_reduce(self, sparse: sp.csr_matrix) -> np.ndarray:
+    def fit_reduce(self, sparse: sp.csr_matrix, bars: Bars = NO_BARS) -> np.ndarray:
+        """Fit the LSA projection (on a seeded sample past `svd_fit_sample` rows) and project every row."""
         n, v = sparse.shape
         # Most frequent terms carry the topical signal LSA captures; the rare ones stay in the sparse score.
         df = np.bincount(sparse.indices, minlength=v)
@@ -270,7 +400,8 @@ class ArticleVectorizer:
         if n > self.reduce.svd_fit_sample:
             sample = reduced[np.sort(rng.choice(n, self.reduce.svd_fit_sample, replace=False))]
         dims = max(1, min(self.reduce.dims, sample.shape[0] - 1, keep - 1))
-        self.components_ = lsa_components(sample, dims, self.reduce.n_iter, rng)
+        with bars("svd", self.reduce.n_iter + 2, unit="pass") as advance:
+            self.components_ = lsa_components(sample, dims, self.reduce.n_iter, rng, advance)
         self._projection = None
         return self._project(reduced)
 

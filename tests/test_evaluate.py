@@ -14,16 +14,8 @@ from click.testing import CliRunner
 from recommender import metrics, trec
 from recommender.cli import main
 from recommender.errors import RelatedError
-from recommender.evaluate import (
-    Labels,
-    config_from_dict,
-    judgments_from_labels,
-    judgments_from_qrels,
-    load_config,
-    load_configs,
-    read_labels,
-    run_evaluation,
-)
+from recommender.evaluate import config_from_dict, load_config, load_configs, run_evaluation
+from recommender.judgments import Labels, judgments_from_labels, judgments_from_qrels, read_labels
 
 DEMO = Path(__file__).resolve().parents[1] / "recommender" / "demo"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -11,9 +11,9 @@ from sklearn.preprocessing import normalize
 
 from index.neighbours import (
     DAY, MISSING, UNKNOWN_PROXIMITY, Corpus, NeighbourParams, Queries, build_neighbours, expand, prune_rows,
-    query_neighbours, time_proximity, top_k,
+    query_neighbours, top_k,
 )
-from index.sparse_kernels import mix_rows, pair_dots
+from index.sparse_kernels import blended_dots, mix_rows
 
 
 def random_sparse(rng: np.random.Generator, rows: int, cols: int, density: float) -> sp.csr_matrix:
@@ -93,26 +93,39 @@ def test_top_k_narrower_than_candidates():
     assert ids.tolist() == [[6, 7]]
 
 
-# -- pair_dots ------------------------------------------------------------------------------------
+# -- blended pair scores ---------------------------------------------------------------------------
+def blended(queries, corpus, candidates, dense, q_times, c_times, sparse_weight=1.0, time_weight=0.0):
+    return blended_dots(
+        queries, corpus, candidates, dense, q_times, c_times, sparse_weight=sparse_weight, time_weight=time_weight,
+        scale_seconds=14 * DAY, unknown_proximity=UNKNOWN_PROXIMITY,
+    )
+
+
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 10_000), n=st.integers(1, 70), m=st.integers(1, 30), width=st.integers(0, 12))
-def test_pair_dots_matches_scipy(seed, n, m, width):
+def test_blended_dots_are_the_sparse_cosine_blended_with_dense_and_time(seed, n, m, width):
     rng = np.random.default_rng(seed)
     queries = random_sparse(rng, n, 50, 0.1)
     corpus = random_sparse(rng, m, 50, 0.1)
     candidates = rng.integers(-1, m, size=(n, width))
-    got = pair_dots(queries, corpus, candidates)
+    dense = rng.random((n, width)).astype(np.float32)
+    q_times = np.where(rng.random(n) < 0.2, np.nan, rng.random(n) * 60 * DAY)
+    c_times = np.where(rng.random(m) < 0.2, np.nan, rng.random(m) * 60 * DAY)
+    got = blended(queries, corpus, candidates, dense, q_times, c_times, sparse_weight=0.6, time_weight=0.3)
     full = (queries @ corpus.T).toarray()
-    expected = np.where(candidates >= 0, np.take_along_axis(full, np.maximum(candidates, 0), axis=1), 0.0)
+    cosine = np.take_along_axis(full, np.maximum(candidates, 0), axis=1)
+    proximity = np.exp(-np.abs(c_times[np.maximum(candidates, 0)] - q_times[:, None]) / (14 * DAY))
+    proximity = np.where(np.isnan(proximity), UNKNOWN_PROXIMITY, proximity)
+    expected = np.where(candidates >= 0, (0.6 * cosine + 0.4 * dense) * (0.7 + 0.3 * proximity), -np.inf)
     assert got.shape == (n, width)
     np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
-# -- time proximity and feedback ------------------------------------------------------------------
 def test_time_proximity_decays_with_distance_and_is_neutral_when_unknown():
-    query = np.array([0.0, np.nan])
-    candidates = np.array([[0.0, 14 * DAY, np.nan], [0.0, 1.0, 2.0]])
-    got = time_proximity(query, candidates, 14.0)
+    rows = sp.csr_matrix(np.ones((2, 1), dtype=np.float32))
+    candidates = np.array([[0, 1, 2], [0, 1, 2]])
+    got = blended(rows, sp.csr_matrix(np.ones((3, 1), np.float32)), candidates, np.zeros((2, 3)),
+                  np.array([0.0, np.nan]), np.array([0.0, 14 * DAY, np.nan]), time_weight=1.0)
     np.testing.assert_allclose(got[0], [1.0, np.exp(-1), UNKNOWN_PROXIMITY], rtol=1e-6)
     np.testing.assert_allclose(got[1], UNKNOWN_PROXIMITY)
 

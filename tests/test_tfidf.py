@@ -8,7 +8,9 @@ import scipy.sparse as sp
 import recommender.tfidf as tfidf
 from recommender.config import ReduceConfig, TextConfig
 from recommender.errors import RelatedError
-from recommender.tfidf import ArticleVectorizer, Document, count_terms, lsa_components
+from recommender.tfidf import (
+    ArticleVectorizer, Document, TermStatistics, count_documents, count_terms, inverse_document_frequency, lsa_components,
+)
 from tests.corpora import stories
 
 TEXT = TextConfig()
@@ -110,6 +112,29 @@ def test_parallel_counting_equals_single_process(monkeypatch, docs):
 
     assert sorted(terms_1) == sorted(terms_2)
     assert as_dicts(terms_1, counts_1) == as_dicts(terms_2, counts_2)
+
+
+def test_idf_from_document_frequencies_is_scikit_learns(docs):
+    from sklearn.feature_extraction.text import TfidfTransformer
+
+    counts = count_terms(ArticleVectorizer(TEXT, REDUCE), docs, workers=1).counts
+    expected = TfidfTransformer().fit(counts).idf_
+    got = inverse_document_frequency(np.bincount(counts.indices, minlength=counts.shape[1]), counts.shape[0])
+    assert got.dtype == expected.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_partitions_counted_apart_fit_what_the_whole_corpus_fits(fitted, docs):
+    """What a Dask build does: statistics of partitions merged, then each partition weighed on its own."""
+    whole, vectors = fitted
+    split = ArticleVectorizer(TEXT, REDUCE)
+    parts = [count_documents(split, docs[lo:hi]) for lo, hi in ((0, 5), (5, 5), (5, 19), (19, len(docs)))]
+    split.fit_vocabulary(TermStatistics.merge([TermStatistics.of(p) for p in parts]))
+    assert split.terms_ == whole.terms_ and split.display_ == whole.display_
+    np.testing.assert_array_equal(split.idf_, whole.idf_)
+    rows = sp.vstack([split.weigh(p) for p in parts]).tocsr()
+    for name in ("data", "indices", "indptr"):
+        np.testing.assert_array_equal(getattr(rows, name), getattr(vectors.sparse, name))
 
 
 @pytest.mark.parametrize("sublinear", [True, False])
