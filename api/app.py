@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from fastapi import FastAPI
 
@@ -58,20 +56,6 @@ def configure_logging() -> None:
 RANKING_THREADS = 2
 
 
-def prepare(index: Any) -> None:
-    """recommender.update.prepare_for_updates in the background; a failure only costs speed."""
-    from recommender.update import prepare_for_updates
-
-    started = time.perf_counter()
-    try:
-        copied = prepare_for_updates(index.version)
-    except Exception:
-        log.exception("preparing version %s for updates failed; updates still load, only slower", index.name)
-        return
-    if copied:
-        log.info("prepared %d arrays of version %s for updates in %.2fs", copied, index.name, time.perf_counter() - started)
-
-
 def create_app(settings: Settings | None = None, *, holder: IndexHolder | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging()
@@ -89,11 +73,8 @@ def create_app(settings: Settings | None = None, *, holder: IndexHolder | None =
         max_workers=RANKING_THREADS, thread_name_prefix="rank", initializer=single_threaded_kernels
     )
 
-    # Updates posted to /v1/admin/articles run one at a time (they hold the build lock anyway),
-    # on the thread that prepares each new build for updates.
+    # Updates posted to /v1/admin/articles run one at a time (they hold the build lock anyway).
     updater = ThreadPoolExecutor(max_workers=1, thread_name_prefix="update", initializer=single_threaded_kernels)
-    if settings.prepare_updates:
-        holder.on_swap(lambda index: updater.submit(prepare, index))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

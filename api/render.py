@@ -1,8 +1,10 @@
 """JSON bodies of related lists.
 
 Most GETs are unfiltered and answered from the precomputed served lists; for those the body
-is stitched from per-article JSON fragments, rendered once per index version, plus each
-item's score. Serializing ten item dicts per request cost more than finding the list.
+is stitched from the items' JSON fragments, which the build stored (recommender.catalog) and
+the index maps from its version directory, plus each item's score. Serializing ten item dicts
+per request cost more than finding the list, and no fragment is rendered at request time, so
+the first requests after a load are as fast as the later ones.
 """
 from __future__ import annotations
 
@@ -25,20 +27,15 @@ def render(result: Any) -> bytes:
 
 
 class ServedRenderer:
-    """Bodies for served lists of one index version, from memoized item fragments."""
+    """Bodies for served lists of one index version, from its stored item fragments."""
 
     def __init__(self, index: Any) -> None:
         self.index = index
-        self._fragments: dict[int, bytes] = {}
+        self._items = index.catalog.items
         self._head = b',"index_version":' + to_json(index.name) + b',"fill_reason":null,"items":['
-
-    def _fragment(self, row: int) -> bytes:
-        """`{"id":…,"lang":…,"score":` for a catalog row."""
-        fragment = self._fragments[row] = to_json(self.index.item_metadata(row))[:-1] + b',"score":'
-        return fragment
 
     def render(self, article_id: str, rows: list[int], scores: list[float]) -> bytes:
         """Scores are printed with 4 decimals, the same values as `round(score, 4)` elsewhere."""
-        get = self._fragments.get
-        items = b",".join([(get(r) or self._fragment(r)) + b"%.4f}" % s for r, s in zip(rows, scores)])
+        fragments = self._items.raw_rows(rows)
+        items = b",".join([f + b"%.4f}" % s for f, s in zip(fragments, scores)])
         return b'{"article_id":' + to_json(article_id) + self._head + items + b"]}"

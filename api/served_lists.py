@@ -1,8 +1,8 @@
 """The hot path: unfiltered GET related requests answered from the precomputed served lists.
 
 Almost every request a CMS sends is a sidebar for a stored article with no filters. Its answer
-is an array lookup plus a body stitched from memoized JSON fragments (api.render): tens of
-microseconds. Going through FastAPI's routing, dependency solving and response classes cost
+is an array lookup plus a body stitched from the items' stored JSON fragments (api.render):
+about ten microseconds. Going through FastAPI's routing, dependency solving and response classes cost
 more than that, so this pure ASGI middleware, inside the metrics and body-limit middleware,
 answers those requests itself. Everything else (filters, `explain`, unknown articles, bad
 parameters, no index loaded) falls through unchanged to the FastAPI route, which also holds

@@ -33,14 +33,6 @@ class Settings(BaseSettings):
     reload_check_seconds: float = Field(
         2.0, gt=0, description="How often the `current` link is checked for a new version."
     )
-    prepare_updates: bool = Field(
-        True,
-        description=(
-            "After loading a full build, copy its per-row arrays into memory that updates extend in place, "
-            "so the first update is served in a fraction of the time (about 7 KB per article, which the "
-            "service holds after its first update anyway)."
-        ),
-    )
     response_cache_size: int = Field(
         4096, ge=0, description="Rendered GET related responses kept in memory per worker (0: off)."
     )

@@ -118,9 +118,6 @@ def stitched_articles(corpus: Path, n: int, count: int, tag: str, seed: int) -> 
 
 
 ADMIN_TOKEN = "update-latency-benchmark"
-# A posted update waits for the service to finish preparing the build it loaded for updates
-# (RELATED_PREPARE_UPDATES, under a second at 100k): measure a service that has been up that long.
-SETTLE_SECONDS = 5.0
 
 
 @contextlib.contextmanager
@@ -199,7 +196,6 @@ def measure_posted(base_dir: Path, records: list[dict], mates: dict[str, list[st
     body = "".join(json.dumps(r) + "\n" for r in records).encode()
     try:
         with serving(data, reload_seconds) as base:
-            time.sleep(SETTLE_SECONDS)
             request = urllib.request.Request(
                 f"{base}/v1/admin/articles", data=body, method="POST",
                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/x-ndjson"},

@@ -352,11 +352,12 @@ class VersionWriter:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def save_array(self, name: str, array: np.ndarray) -> None:
-        """np.save without pickle (object arrays are refused)."""
+    def save_array(self, name: str, array: np.ndarray, *, page_offset: int | None = None) -> None:
+        """np.save without pickle (object arrays are refused). `page_offset`: where in a page the
+        data must start, for a part appended to others (index.segments.append_offset)."""
         # Through a file object: np.save would append '.npy' to a bare path.
         with self._writing(name, "wb") as fh:
-            np.save(fh, np.asarray(array), allow_pickle=False)
+            segments.save(fh, array, page_offset)
 
     def save_json(self, name: str, obj: Any) -> None:
         with self._writing(name, "w") as fh:
@@ -499,21 +500,26 @@ class Version:
     def array(self, name: str, *, mmap: bool = True) -> np.ndarray:
         """Load a .npy; memory-mapped read-only by default (shared page cache).
 
-        An artifact stored as segments is their concatenation, read-only (see index.segments).
+        An artifact stored as segments is their concatenation, mapped as well (see index.segments).
         A mapped array comes back as a plain ndarray view of the map: indexing an np.memmap
         wraps every result in a memmap object, which costs more than the indexing itself.
         """
         paths = self.paths(name)
         if len(paths) > 1:
-            return segments.concatenate(name, paths)
+            return segments.concatenate(paths)
         return np.asarray(np.load(paths[0], mmap_mode="r" if mmap else None, allow_pickle=False))
+
+    def part_lengths(self, name: str) -> list[int]:
+        """Rows of each part of a per-row .npy artifact (one part unless it is stored as segments)."""
+        return segments.part_lengths(self.paths(name))
 
     def json(self, name: str) -> Any:
         return json.loads(self.file(name).read_text(encoding="utf-8"))
 
     def jsonl(self, name: str) -> list[dict[str, Any]]:
-        """One dict per line (of every segment); shared with earlier loads of the same files: do not mutate."""
-        return segments.jsonl_rows(name, self.paths(name))
+        """One dict per line, of every segment."""
+        lines = [line for path in self.paths(name) for line in path.read_bytes().splitlines() if line.strip()]
+        return json.loads(b"[" + b",".join(lines) + b"]")  # one call: twice as fast as one per line
 
     def index(
         self, name: str, *, mmap: bool = True, ef_search: int | None = None, nprobe: int | None = None

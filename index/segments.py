@@ -4,62 +4,42 @@ An incremental update adds rows; it never changes a row already written. So inst
 rewriting hundreds of megabytes per update, a version lists each per-row artifact as parts
 (manifest `segments`): the build's file, hard-linked unchanged from version to version, then
 one small part per update. The artifact is the concatenation of its parts along the first
-axis (arrays and JSONL lines alike; CSR `indptr` parts after the first hold global offsets,
-so they concatenate too).
+axis (CSR `indptr` and string-offset parts after the first hold global offsets, so they
+concatenate too).
 
-Concatenating copies. A process that loads one version after another of the same lineage
-(the API's hot reload) would copy the whole base again on every reload, so the last
-concatenation of each artifact is kept with spare room and extended in place when the new
-version's parts start with exactly the parts it holds (same files: device, inode, size,
-mtime; parts are immutable). Only rows past everything handed out before are written, so
-arrays of older versions still serving requests never change under them.
+Concatenating without copying: the parts' data are mapped at consecutive addresses of one
+reserved region, so the artifact is one contiguous read-only array whose pages are the files'
+page-cache pages, shared by every process that maps them (N API workers hold one copy, and
+loading an update's version maps its new part instead of copying the build's rows). A file
+can only be mapped page by page, so each appended part is written with its .npy header padded
+to end at the offset within a page where the parts before it end (`save`, `append_offset`);
+only the page on each boundary, which holds the end of one part and the start of the next,
+is copied. A part written without that padding is copied whole: slower, same result.
 """
 from __future__ import annotations
 
-import json
+import ctypes
 import mmap
 import os
-import threading
-from dataclasses import dataclass
+import sys
 from pathlib import Path
-from typing import Any
+from typing import IO
 
 import numpy as np
 
 from index.errors import CorruptArtifactError
 
-Identity = tuple[int, int, int, int]
-_SLACK = 8  # room for 1/8 more rows than needed, so a run of small updates extends in place
-_MIN_SLACK_ROWS = 4096
+PAGE = mmap.PAGESIZE
 _POPULATE_BYTES = 1 << 20
+_LINUX = sys.platform.startswith("linux")
+_MAP_FIXED = 0x10  # Linux; the mmap module does not export it
+_MAP_NORESERVE = 0x4000  # Linux: reserving the address range commits no memory
+_MAP_FAILED = ctypes.c_void_p(-1).value
 
-
-def identity(path: Path) -> Identity:
-    """What tells one immutable file from another without reading it."""
-    st = os.stat(path)
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
-@dataclass
-class _Grown:
-    parts: tuple[Identity, ...]
-    buffer: np.ndarray  # capacity rows; rows [0, filled) hold the parts, in order
-    filled: int
-
-
-@dataclass
-class _Parsed:
-    parts: tuple[Identity, ...]
-    rows: list[dict[str, Any]]
-
-
-_ARRAYS: dict[str, _Grown] = {}
-_ROWS: dict[str, _Parsed] = {}
-_LOCK = threading.Lock()
-
-
-def _load(path: Path) -> np.ndarray:
-    return np.load(path, mmap_mode="r", allow_pickle=False)
+if _LINUX:
+    _libc = ctypes.CDLL(None, use_errno=True)
+    _libc.mmap.restype = ctypes.c_void_p
+    _libc.mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long)
 
 
 def allocate(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -74,124 +54,111 @@ def allocate(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     return np.frombuffer(memory, dtype=dtype).reshape(shape)  # the array keeps the mapping alive
 
 
-def _frozen(array: np.ndarray) -> np.ndarray:
-    view = array.view()
-    view.flags.writeable = False
-    return view
-
-
-def _header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+def header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
     """Shape, dtype and data offset of a .npy file (C order only: that is what np.save writes)."""
     with open(path, "rb") as fh:
         major, _ = np.lib.format.read_magic(fh)
         read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
-        shape, fortran, dtype = read(fh)
+        shape, fortran, dtype = read(fh, max_header_size=2 * PAGE)
         if fortran or dtype.hasobject:
             raise CorruptArtifactError(f"segment {path} is not a plain C-order array")
         return shape, dtype, fh.tell()
 
 
-def _read_into(path: Path, offset: int, out: np.ndarray) -> None:
-    """Read a part's data straight into its rows of the buffer: one copy from the page cache,
-    not a page fault per 4 KiB as copying from a memory map costs."""
-    view = memoryview(out.reshape(-1).view(np.uint8))
+def part_lengths(paths: list[Path]) -> list[int]:
+    """Rows of each part."""
+    return [header(p)[0][0] for p in paths]
+
+
+def append_offset(paths: list[Path]) -> int:
+    """Where in a page the data of a part appended after `paths` starts once they are mapped (for `save`)."""
+    headers = [header(p) for p in paths]
+    data = sum(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize for shape, dtype, _ in headers)
+    return (headers[0][2] + data) % PAGE
+
+
+def save(fh: IO[bytes], array: np.ndarray, page_offset: int | None = None) -> None:
+    """np.save without pickle; with `page_offset`, the header is padded so that the data starts at
+    that offset within a page (an appended part whose pages can be mapped in place)."""
+    array = np.asarray(array)
+    if page_offset is None or array.dtype.hasobject:
+        np.save(fh, array, allow_pickle=False)  # refuses object arrays
+        return
+    array = np.ascontiguousarray(array)
+    fields = np.lib.format.header_data_from_array_1_0(array)
+    text = "{" + "".join(f"'{key}': {value!r}, " for key, value in sorted(fields.items())) + "}"
+    shortest = len(np.lib.format.MAGIC_PREFIX) + 4 + len(text) + 1  # magic, version, length, text, newline
+    padding = (page_offset - shortest) % PAGE
+    body = (text + " " * padding + "\n").encode("latin1")
+    fh.write(np.lib.format.MAGIC_PREFIX + bytes([1, 0]) + len(body).to_bytes(2, "little") + body)
+    fh.write(memoryview(array.reshape(-1).view(np.uint8)))
+
+
+def _read_into(path: Path, offset: int, out: memoryview) -> None:
+    """Read bytes of a part from `offset` into `out`: one copy from the page cache."""
     with open(path, "rb", buffering=0) as fh:
         fh.seek(offset)
         done = 0
-        while done < len(view):
-            count = fh.readinto(view[done:])
+        while done < len(out):
+            count = fh.readinto(out[done:])
             if not count:
                 raise CorruptArtifactError(f"segment {path} is shorter than its header says")
             done += count
 
 
-def concatenate(key: str, paths: list[Path]) -> np.ndarray:
-    """Rows of all `paths` (.npy) in order, read-only; one part is returned memory-mapped as is.
+def _map_fixed(address: int, length: int, path: Path, offset: int) -> bool:
+    """Map `length` bytes of a file from `offset` at `address`, over the reserved region; False if refused."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        mapped = _libc.mmap(address, length, mmap.PROT_READ, mmap.MAP_PRIVATE | _MAP_FIXED, fd, offset)
+    finally:
+        os.close(fd)  # the mapping keeps the file
+    return mapped not in (None, _MAP_FAILED)
 
-    `key` names the artifact ("dense.npy"): the extendable copy of its last concatenation is kept under it.
-    """
+
+def concatenate(paths: list[Path]) -> np.ndarray:
+    """Rows of all `paths` (.npy) in order as one read-only array; one part is returned memory-mapped as is."""
     if len(paths) == 1:
-        with _LOCK:
-            grown = _ARRAYS.get(key)
-            if grown is not None and grown.parts[:1] != (identity(paths[0]),):
-                del _ARRAYS[key]  # a new build: the copy of the old rows is no longer worth keeping
-        return _load(paths[0])
-    ids = tuple(identity(p) for p in paths)
-    headers = [_header(p) for p in paths]
-    shape, dtype, _ = headers[0]
+        return np.load(paths[0], mmap_mode="r", allow_pickle=False)
+    headers = [header(p) for p in paths]
+    shape, dtype, first_offset = headers[0]
     for (part_shape, part_dtype, _), path in zip(headers, paths):
         if part_dtype != dtype or part_shape[1:] != shape[1:]:
             raise CorruptArtifactError(
                 f"segment {path} has dtype {part_dtype} and row shape {part_shape[1:]}, "
                 f"the first part {dtype} and {shape[1:]}"
             )
-    with _LOCK:
-        grown = _ARRAYS.get(key)
-        reuse = (
-            grown is not None and ids[: len(grown.parts)] == grown.parts
-            and grown.buffer.dtype == dtype and grown.buffer.shape[1:] == shape[1:]
-            and grown.filled + sum(h[0][0] for h in headers[len(grown.parts) :]) <= len(grown.buffer)
-        )
-        if not reuse:
-            total = sum(h[0][0] for h in headers)
-            buffer = allocate((total + max(total // _SLACK, _MIN_SLACK_ROWS), *shape[1:]), dtype)
-            grown = _ARRAYS[key] = _Grown((), buffer, 0)
-        filled = grown.filled
-        for path, (part_shape, _, offset) in list(zip(paths, headers))[len(grown.parts) :]:
-            _read_into(path, offset, grown.buffer[filled : filled + part_shape[0]])
-            filled += part_shape[0]
-        grown.parts, grown.filled = ids, filled  # only once every part is in
-        return _frozen(grown.buffer[:filled])
-
-
-def prepare(key: str, path: Path) -> bool:
-    """Make the extendable copy of a one-part artifact now, ahead of the first update.
-
-    The first version with a delta part otherwise copies every base row while the service
-    waits for it (most of a second at 100k articles); prepared, that load appends only the
-    new rows. Costs the memory the service holds after its first update anyway. Returns
-    whether a copy was made (False when it already exists).
-    """
-    part = identity(path)
-    with _LOCK:
-        grown = _ARRAYS.get(key)
-        if grown is not None and grown.parts == (part,):
-            return False
-    shape, dtype, offset = _header(path)
-    buffer = allocate((shape[0] + max(shape[0] // _SLACK, _MIN_SLACK_ROWS), *shape[1:]), dtype)
-    _read_into(path, offset, buffer[: shape[0]])
-    with _LOCK:
-        if key in _ARRAYS and _ARRAYS[key].parts[:1] == (part,):
-            return False  # a load of a newer version of the same lineage got there first
-        _ARRAYS[key] = _Grown((part,), buffer, shape[0])
-    return True
-
-
-def _parse(path: Path) -> list[dict[str, Any]]:
-    """All lines at once: one json.loads of a JSON array is twice as fast as one call per line."""
-    lines = [line for line in path.read_bytes().splitlines() if line.strip()]
-    return json.loads(b"[" + b",".join(lines) + b"]")
-
-
-def jsonl_rows(key: str, paths: list[Path]) -> list[dict[str, Any]]:
-    """Parsed lines of all `paths` in order. The dicts of parts parsed before are shared: never mutate them."""
-    ids = tuple(identity(p) for p in paths)
-    with _LOCK:
-        parsed = _ROWS.get(key)
-        if parsed is not None and ids[: len(parsed.parts)] == parsed.parts:
-            rows = list(parsed.rows)
-            start = len(parsed.parts)
+    sizes = [int(np.prod(h[0], dtype=np.int64)) * dtype.itemsize for h in headers]
+    start = first_offset % PAGE  # where the first part's data lies in its first page
+    region = mmap.mmap(-1, max(1, start + sum(sizes)), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+                       | (_MAP_NORESERVE if _LINUX else 0))
+    view = memoryview(region)
+    pointer = ctypes.c_char.from_buffer(region)
+    address = ctypes.addressof(pointer)
+    del pointer  # an export would keep the region from being unmapped with the array
+    position = start
+    for path, size, (_, _, offset) in zip(paths, sizes, headers):
+        end = position + size
+        first, last = -(-position // PAGE) * PAGE, end // PAGE * PAGE  # whole pages inside the part
+        if _LINUX and (position - offset) % PAGE == 0 and last > first and _map_fixed(
+            address + first, last - first, path, offset + first - position
+        ):
+            _read_into(path, offset, view[position:first])
+            _read_into(path, offset + last - position, view[last:end])
         else:
-            rows, start = [], 0
-        for path in paths[start:]:
-            rows.extend(_parse(path))
-        _ROWS[key] = _Parsed(ids, rows)
-        return list(rows)
+            _read_into(path, offset, view[position:end])
+        position = end
+    view.release()
+    rows = sum(h[0][0] for h in headers)
+    array = np.frombuffer(region, dtype=dtype, count=rows * int(np.prod(shape[1:], dtype=np.int64)), offset=start)
+    array = array.reshape((rows, *shape[1:]))
+    array.flags.writeable = False
+    return array
 
 
 def read_rows(paths: list[Path], extra: np.ndarray | None = None) -> np.ndarray:
     """Rows of all `paths` then `extra`, in one new writable array (read, not mapped: one copy)."""
-    headers = [_header(p) for p in paths]
+    headers = [header(p) for p in paths]
     shape, dtype, _ = headers[0]
     tail = np.empty((0, *shape[1:]), dtype) if extra is None else np.asarray(extra, dtype=dtype)
     total = sum(h[0][0] for h in headers) + len(tail)
@@ -200,7 +167,7 @@ def read_rows(paths: list[Path], extra: np.ndarray | None = None) -> np.ndarray:
     for path, (part_shape, part_dtype, offset) in zip(paths, headers):
         if part_dtype != dtype or part_shape[1:] != shape[1:] or tail.shape[1:] != shape[1:]:
             raise CorruptArtifactError(f"segment {path} does not match the first part's dtype and row shape")
-        _read_into(path, offset, out[filled : filled + part_shape[0]])
+        _read_into(path, offset, memoryview(out[filled : filled + part_shape[0]].reshape(-1).view(np.uint8)))
         filled += part_shape[0]
     out[filled:] = tail
     return out

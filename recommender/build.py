@@ -35,15 +35,15 @@ from recommender.articles import Article, Ingested, Reject
 from recommender.config import PipelineConfig
 from recommender.errors import RelatedError
 from recommender.gate import GateRefused, GateResult
+from recommender.catalog import Catalog, epochs, write_columns
 from recommender.progress import Bars, bars
-from recommender.ranking import Catalog, epochs
 from recommender.served import precomputable, served_lists
 from recommender.sources import read_source, write_rejects
 from recommender.tfidf import ArticleVectorizer, Document, Vectors
 
 log = logging.getLogger("related.build")
 SERVED_CHUNK = 20_000  # rows per served-lists call, so the bar advances
-ARTIFACT_LAYOUT = 6  # bump when the files of a version change meaning: old versions are then rebuilt
+ARTIFACT_LAYOUT = 7  # bump when the files of a version change meaning: old versions are then rebuilt
 LIBRARIES = ("related-articles", "numpy", "scipy", "scikit-learn", "faiss-cpu")
 
 
@@ -105,7 +105,9 @@ def publication_times(rows: Sequence[dict]) -> np.ndarray:
 
 
 def save_sparse(writer: VersionWriter, prefix: str, matrix: sp.csr_matrix) -> None:
-    """CSR as three plain arrays, so the service can memory-map them."""
+    """CSR as three plain arrays with sorted rows, so the service can memory-map them as they are."""
+    if not matrix.has_sorted_indices:
+        matrix = matrix.sorted_indices()
     writer.save_array(f"{prefix}_data.npy", matrix.data.astype(np.float32))
     writer.save_array(f"{prefix}_indices.npy", matrix.indices.astype(np.int32))
     writer.save_array(f"{prefix}_indptr.npy", matrix.indptr.astype(np.int64))
@@ -143,6 +145,7 @@ def write_version(
         writer.save_array("served_scores.npy", served[1])
     writer.save_array("alive.npy", alive)
     writer.save_jsonl("articles.jsonl", rows)
+    write_columns(writer, rows)
 
 
 @dataclass(frozen=True)

@@ -186,8 +186,8 @@ def show(article_id: str, limit: int, lang: str | None, why: bool, as_json: bool
     if as_json:
         click.echo(json.dumps(result.__dict__, ensure_ascii=False, indent=2))
         return
-    source = index.articles[index.row_of[article_id]]
-    click.echo(f"{article_id}: {source.get('title')}  [{index.name}]")
+    source = index.item_metadata(index.row_of[article_id])
+    click.echo(f"{article_id}: {source['title']}  [{index.name}]")
     for rank, item in enumerate(result.items, 1):
         click.echo(f"{rank:>3}. {item['score']:.3f}  {item['id']}  {item['title']}")
         if why and item.get("why"):

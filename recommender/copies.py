@@ -20,7 +20,8 @@ from index.simhash import distance, max_bits
 from recommender.config import PolicyConfig
 
 if TYPE_CHECKING:
-    from recommender.ranking import Catalog, QueryContext
+    from recommender.catalog import Catalog
+    from recommender.ranking import QueryContext
 
 SAME_TITLE_MIN_COSINE = 0.98
 # Once the pool is full, candidates past this position are not walked for fresher group members:
@@ -55,7 +56,7 @@ def collapse(
     positions = np.empty(pool, dtype=np.int64)
     shown = np.empty(pool, dtype=np.int64)
     kept = _collapse_one(
-        indices[start:stop], data[start:stop], ctx.simhash, catalog.title_code(ctx.title_key), catalog.url_code(ctx.url_key),
+        indices[start:stop], data[start:stop], ctx.simhash, ctx.title_code, ctx.url_code,
         np.ascontiguousarray(rows, dtype=np.int64), pool, *catalog_arrays(catalog), *rules(config), positions, shown,
     )
     return positions[:kept], shown[:kept]

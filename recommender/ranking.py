@@ -7,18 +7,16 @@ cap turn text neighbours into a list an editor would sign off. Every step is con
 from __future__ import annotations
 
 import math
-import re
 import time
-import unicodedata
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
 import scipy.sparse as sp
 
-from index.simhash import signatures
+from index.columns import NO_CODE, key_code
 from index.sparse_kernels import SortedRows
+from recommender.catalog import Catalog
 from recommender.config import PolicyConfig
 from recommender.copies import collapse
 
@@ -40,138 +38,12 @@ class RelatedQuery:
     relative_to: str = "now"  # "now" or "article": what max_age_days counts back from
     explain: bool = False
 
-    def filters_for(self, lang: str) -> bool:
-        """Whether this query filters more than the policy's defaults for an article in `lang`."""
+    def filters_for(self, lang_code: int) -> bool:
+        """Whether any option filters the list of an article whose language has this code."""
         return bool(
             self.exclude or self.categories or self.exclude_categories or self.max_age_days is not None
-            or self.since is not None or (self.lang is not None and self.lang != lang)
+            or self.since is not None or (self.lang is not None and key_code(self.lang) != lang_code)
         )
-
-
-def epoch(published: str | None) -> float:
-    """ISO 8601 -> epoch seconds; NaN when unknown."""
-    if not published:
-        return math.nan
-    return datetime.fromisoformat(published.replace("Z", "+00:00")).timestamp()
-
-
-def epochs(published: Sequence[str | None]) -> np.ndarray:
-    """`epoch` of many timestamps (float64): one numpy parse when all are in the stored form (UTC
-    with a 'Z', articles.format_timestamp), about half the time of parsing them one by one (the
-    service holds the GIL for it on every update and reload). Same values: both divide whole
-    microseconds by 10^6 with one rounding."""
-    if all(p is None or p.endswith("Z") for p in published):
-        try:
-            moments = np.array([p[:-1] if p else "NaT" for p in published], dtype="datetime64[us]")
-        except ValueError:  # not ISO 8601 as numpy reads it
-            moments = None
-        if moments is not None:
-            micros, unknown = moments.astype(np.int64), np.isnat(moments)
-            if not np.any(np.abs(micros[~unknown]) >= 2**53):  # else the float conversion would round first
-                seconds = micros / 1e6
-                seconds[unknown] = np.nan
-                return seconds
-    return np.array([epoch(p) for p in published], dtype=np.float64)
-
-
-@dataclass
-class Catalog:
-    """Per-article arrays the policy filters on, aligned with the index rows."""
-
-    ids: list[str]
-    row_of: dict[str, int]
-    lang: np.ndarray  # object array of str
-    category: np.ndarray  # object array of str | None
-    published: np.ndarray  # float64 epoch seconds, NaN when unknown
-    evergreen: np.ndarray  # bool
-    alive: np.ndarray  # bool: False for deleted rows
-    url_key: list[str | None]
-    title_key: list[str]
-    sparse: sp.csr_matrix
-    dense: np.ndarray  # [n, dims] float32, L2-normalized LSA vectors
-    simhash: np.ndarray | None = None  # [n, WORDS] uint64 signatures of the TF-IDF rows; computed when None
-
-    def __post_init__(self) -> None:
-        self.rows = SortedRows(self.sparse)
-        self.sparse = self.rows.matrix
-        if self.simhash is None:
-            self.simhash = signatures(self.sparse)
-        # Small integer codes: comparing them is much faster than comparing strings.
-        self._langs: dict[object, int] = {}
-        self.lang_codes = np.array([self._langs.setdefault(x, len(self._langs)) for x in self.lang], dtype=np.int32)
-        self._titles: dict[str, int] = {}
-        self.title_codes = np.array(
-            [self._titles.setdefault(t, len(self._titles)) if t else -1 for t in self.title_key], dtype=np.int64
-        )
-        self._urls: dict[str, int] = {}
-        self.url_codes = np.array(
-            [self._urls.setdefault(u, len(self._urls)) if u else -1 for u in self.url_key], dtype=np.int64
-        )
-
-    @staticmethod
-    def row_columns(rows: list[dict]) -> dict[str, list]:
-        """The per-article values of metadata rows (articles.jsonl), one list per column."""
-        return {
-            "ids": [a["id"] for a in rows],
-            "lang": [a.get("lang") for a in rows],
-            "category": [a.get("category") for a in rows],
-            "published": epochs([a.get("published") for a in rows]).tolist(),
-            "evergreen": [bool(a.get("evergreen")) for a in rows],
-            "url_key": [Catalog.normalize_url(a.get("url")) for a in rows],
-            "title_key": [Catalog.normalize_title(a.get("title") or "") for a in rows],
-        }
-
-    @classmethod
-    def from_columns(
-        cls, columns: dict[str, list], row_of: dict[str, int], *,
-        sparse: sp.csr_matrix, dense: np.ndarray, alive: np.ndarray,
-        simhash: np.ndarray | None = None,
-    ) -> Catalog:
-        """From `row_columns` output and the vectors aligned with the rows."""
-        return cls(
-            ids=columns["ids"],
-            row_of=row_of,
-            lang=np.array(columns["lang"], dtype=object),
-            category=np.array(columns["category"], dtype=object),
-            published=np.array(columns["published"], dtype=np.float64),
-            evergreen=np.array(columns["evergreen"], dtype=bool),
-            alive=np.asarray(alive, dtype=bool),
-            url_key=columns["url_key"],
-            title_key=columns["title_key"],
-            sparse=sparse,
-            dense=dense,
-            simhash=simhash,
-        )
-
-    @classmethod
-    def from_rows(
-        cls, rows: list[dict], *, sparse: sp.csr_matrix, dense: np.ndarray, alive: np.ndarray,
-        simhash: np.ndarray | None = None
-    ) -> Catalog:
-        """From the metadata rows of articles.jsonl and the vectors aligned with them."""
-        row_of = {a["id"]: row for row, a in enumerate(rows)}  # the last row of an id wins
-        return cls.from_columns(cls.row_columns(rows), row_of, sparse=sparse, dense=dense, alive=alive, simhash=simhash)
-
-    def lang_code(self, lang: str) -> int:
-        return self._langs.get(lang, -1)
-
-    def title_code(self, title_key: str | None) -> int:
-        return self._titles.get(title_key, -1) if title_key else -1
-
-    def url_code(self, url_key: str | None) -> int:
-        return self._urls.get(url_key, -1) if url_key else -1
-
-    @staticmethod
-    def normalize_title(title: str) -> str:
-        folded = unicodedata.normalize("NFKD", title).casefold()
-        return re.sub(r"\W+", " ", folded).strip()
-
-    @staticmethod
-    def normalize_url(url: str | None) -> str | None:
-        if not url:
-            return None
-        bare = re.sub(r"^[a-z]+://(www\.)?", "", url.strip().casefold())
-        return bare.split("#")[0].split("?")[0].rstrip("/") or None
 
 
 @dataclass(frozen=True)
@@ -189,8 +61,8 @@ class QueryContext:
     lang: str
     published: float  # epoch seconds, NaN for unknown
     row: int | None = None
-    url_key: str | None = None
-    title_key: str | None = None
+    url_code: int = NO_CODE  # key codes of the normalized URL and title, as Catalog.url_codes
+    title_code: int = NO_CODE
 
     @property
     def sparse(self) -> sp.csr_matrix:
@@ -221,15 +93,15 @@ class Policy:
         if ctx.row is not None:
             keep &= rows != ctx.row
         if query.exclude:
-            excluded = [catalog.row_of[i] for i in query.exclude if i in catalog.row_of]
+            excluded = [row for row in map(catalog.row_of.get, query.exclude) if row is not None]
             keep &= ~np.isin(rows, excluded)
         lang = query.lang or (ctx.lang if self.config.same_language else ANY_LANGUAGE)
         if lang != ANY_LANGUAGE:
-            keep &= catalog.lang_codes[safe] == catalog.lang_code(lang)
+            keep &= catalog.lang_codes[safe] == key_code(lang)
         if query.categories:
-            keep &= np.isin(catalog.category[safe], list(query.categories))
+            keep &= np.isin(catalog.category_codes[safe], [key_code(c) for c in query.categories])
         if query.exclude_categories:
-            keep &= ~np.isin(catalog.category[safe], list(query.exclude_categories))
+            keep &= ~np.isin(catalog.category_codes[safe], [key_code(c) for c in query.exclude_categories])
         if query.max_age_days is not None:
             anchor = ctx.published if query.relative_to == "article" and not math.isnan(ctx.published) else time.time()
             keep &= catalog.published[safe] >= anchor - query.max_age_days * DAY
@@ -288,12 +160,12 @@ class Policy:
         cap = self.config.category_cap
         if cap is None:
             return items
-        seen: dict[object, int] = {}
+        seen: dict[int, int] = {}
         kept = []
         for item in items:
-            category = catalog.category[item.row]
+            category = int(catalog.category_codes[item.row])
             seen[category] = seen.get(category, 0) + 1
-            if category is None or seen[category] <= cap:
+            if category == NO_CODE or seen[category] <= cap:
                 kept.append(item)
         return kept
 

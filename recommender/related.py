@@ -13,20 +13,20 @@ import numpy as np
 import scipy.sparse as sp
 
 from index.artifacts import Version, current_version
+from index.columns import key_code
 from index.errors import CorruptArtifactError, NoIndexError
 from index.simhash import signatures
 from index.sparse_kernels import SortedRows
 from index.neighbours import Corpus, Queries, prune_rows, query_neighbours, score_candidates
 from recommender.analysis import detect_language
-from recommender.catalog_cache import catalog_from_rows
+from recommender.catalog import Catalog, normalize_title
 from recommender.config import PipelineConfig
 from recommender.errors import ArticleNotFoundError
-from recommender.ranking import Catalog, Policy, QueryContext, RankedItem, RelatedQuery, shared_terms
+from recommender.ranking import Policy, QueryContext, RankedItem, RelatedQuery, shared_terms
 from recommender.served import precomputable
-from recommender.tfidf import ArticleVectorizer, Document
+from recommender.tfidf import STATE_ARRAYS, ArticleVectorizer, Document
 
 WIDE_SEARCH_MIN = 500
-ITEM_FIELDS = ("id", "title", "url", "published", "category", "lang")  # what a sidebar renders
 
 
 @dataclass
@@ -44,11 +44,15 @@ def load_sparse(version: Version, prefix: str, n_terms: int, *, required: bool =
             raise CorruptArtifactError(f"version {version.name} has no {prefix} arrays: rebuild it")
         return None
     indptr = version.array(f"{prefix}_indptr.npy")
-    return sp.csr_matrix(
+    matrix = sp.csr_matrix(
         (version.array(f"{prefix}_data.npy"), version.array(f"{prefix}_indices.npy"), indptr),
         shape=(len(indptr) - 1, n_terms),
         copy=False,
     )
+    # Rows are written sorted (build.save_sparse, update.save_rows): saying so spares a pass
+    # over every column id at each load, and a sorted private copy where scipy cannot tell.
+    matrix.has_sorted_indices = True
+    return matrix
 
 
 class RelatedIndex:
@@ -60,24 +64,20 @@ class RelatedIndex:
         self.name = version.manifest.name
         self.config = PipelineConfig.from_manifest(self.manifest["config"], origin=f"manifest of {self.name}")
         terms = version.json("vocabulary.json")
-        arrays = {name: version.array(f"{name}.npy") for name in ("idf", "svd_components", "svd_columns")}
+        self.dense = version.array("dense.npy")
+        self.catalog = Catalog.load(  # first: it refuses a version older than its columns, saying so
+            version, sparse=load_sparse(version, "tfidf", len(terms)), dense=self.dense,
+            simhash=version.array("simhash.npy"), alive=version.array("alive.npy"),
+        )
+        arrays = {name: version.array(f"{name}.npy") for name in STATE_ARRAYS}
         self.vectorizer = ArticleVectorizer.from_state(self.config.text, self.config.reduce, terms, arrays)
         self.terms: list[str] = terms
         # Readable forms ("occupied", not the stem "occupi") for `why`; older versions have none.
         self.display_terms: list[str] = version.json("display_terms.json") if version.has("display_terms.json") else terms
-        self.articles: list[dict] = version.jsonl("articles.jsonl")
         self.neighbours = version.array("neighbours.npy")
         self.neighbour_scores = version.array("neighbour_scores.npy")
-        self.dense = version.array("dense.npy")
         self.faiss = version.index(
             "index.faiss", ef_search=self.config.index.ef_search, nprobe=self.config.index.nprobe
-        )
-        self.catalog = catalog_from_rows(  # columns of rows known from the last load are reused
-            self.articles,
-            sparse=load_sparse(version, "tfidf", len(terms)),
-            dense=self.dense,
-            simhash=version.array("simhash.npy") if version.has("simhash.npy") else None,  # older: computed
-            alive=version.array("alive.npy", mmap=False),
         )
         self.row_of = self.catalog.row_of
         self.corpus = Corpus(
@@ -93,6 +93,14 @@ class RelatedIndex:
         self.served: tuple[np.ndarray, np.ndarray] | None = None
         if version.has("served.npy") and precomputable(self.config.policy):
             self.served = (version.array("served.npy"), version.array("served_scores.npy"))
+        # What the served path reads per request, as flat memoryviews: their items are Python
+        # ints and floats, and a row slice costs a fraction of numpy's indexing.
+        self._served_width = 0 if self.served is None else self.served[0].shape[1]
+        self._served_ids, self._served_scores = (
+            (None, None) if self.served is None else (memoryview(a.reshape(-1)) for a in self.served)
+        )
+        self._alive = memoryview(self.catalog.alive)
+        self._lang_codes = memoryview(self.catalog.lang_codes)
 
     @classmethod
     def open(cls, data_dir: Path, *, verify: bool = True) -> RelatedIndex:
@@ -107,11 +115,11 @@ class RelatedIndex:
         live = np.flatnonzero(self.catalog.alive)
         if len(live) == 0:
             return
-        article = self.articles[int(live[0])]
+        article = self.item_metadata(int(live[0]))
         query = RelatedQuery(limit=3)
         self.for_article(article["id"], query)
         self.for_article(article["id"], query, policy=self.policy)
-        self.for_draft(article.get("title") or article["id"], "", article.get("lang"), query)
+        self.for_draft(article["title"] or article["id"], "", article["lang"], query)
 
     @property
     def size(self) -> int:
@@ -140,8 +148,8 @@ class RelatedIndex:
             lang=self._lang(row),
             published=float(self.catalog.published[row]),
             row=row,
-            url_key=self.catalog.url_key[row],
-            title_key=self.catalog.title_key[row],
+            url_code=int(self.catalog.url_codes[row]),
+            title_code=int(self.catalog.title_codes[row]),
         )
 
     def queries(self, contexts: list[QueryContext], dense: np.ndarray) -> Queries:
@@ -159,11 +167,11 @@ class RelatedIndex:
         )
 
     def _lang(self, row: int) -> str:
-        return self.articles[row].get("lang") or self.config.text.default_lang
+        return self.item_metadata(row)["lang"] or self.config.text.default_lang
 
     def _row(self, article_id: str) -> int:
         row = self.row_of.get(article_id)
-        if row is None or not self.catalog.alive[row]:
+        if row is None or not self._alive[row]:
             raise ArticleNotFoundError(f"article {article_id!r} is not in index version {self.name}")
         return row
 
@@ -173,17 +181,19 @@ class RelatedIndex:
         return self._served_rows(self._row(article_id), query)
 
     def _served_rows(self, row: int, query: RelatedQuery) -> tuple[list[int], list[float]] | None:
-        if self.served is None or query.explain or query.filters_for(self._lang(row)):
+        if self.served is None or query.explain or query.filters_for(self._lang_codes[row]):
             return None
-        rows = self.served[0][row, : query.limit]
-        if len(rows) < query.limit or rows[-1] < 0 or not self.catalog.alive[rows].all():
+        start = row * self._served_width
+        stop = start + min(query.limit, self._served_width)
+        rows = self._served_ids[start:stop].tolist()
+        alive = self._alive
+        if len(rows) < query.limit or rows[-1] < 0 or not all(alive[r] for r in rows):
             return None
-        return rows.tolist(), self.served[1][row, : query.limit].tolist()
+        return rows, self._served_scores[start:stop].tolist()
 
     def item_metadata(self, row: int) -> dict:
         """What a list shows of an article, without its score."""
-        meta = self.articles[row]
-        return {name: meta.get(name) for name in ITEM_FIELDS}
+        return self.catalog.metadata(row)
 
     def for_article(self, article_id: str, query: RelatedQuery, policy: Policy | None = None) -> RelatedList:
         row = self._row(article_id)
@@ -207,7 +217,7 @@ class RelatedIndex:
             simhash=signatures(vectors.sparse)[0],
             lang=lang,
             published=math.nan,
-            title_key=Catalog.normalize_title(title),
+            title_code=key_code(normalize_title(title)),
         )
         # First the list a stored article gets at build time; wider only when the policy or filters leave it short.
         rows, scores = self._search(ctx, vectors.dense)

@@ -16,7 +16,7 @@ import numpy as np
 
 from recommender.config import PolicyConfig
 from recommender.copies import _collapse_one, catalog_arrays, rules
-from recommender.ranking import Catalog
+from recommender.catalog import Catalog
 
 WIDTH = 20  # items kept per article: limits above this (or any filter) take the request-time path
 

@@ -27,6 +27,7 @@ from recommender.errors import RelatedError
 from recommender.progress import NO_BARS, Advance, Bars
 
 TINY_CORPUS = 30
+STATE_ARRAYS = ("idf", "svd_projection", "svd_columns")  # the fitted arrays, saved as <name>.npy
 CHUNKS_PER_PROCESS = 8  # analysis chunks per process: the bar advances as each finishes
 PARALLEL_MIN_DOCS = 5_000  # below this a process pool costs more than it saves  # below this many articles document-frequency pruning removes too much
 
@@ -371,11 +372,15 @@ class ArticleVectorizer:
         """Dense LSA vectors: the SVD projection of the most frequent terms, L2-normalized."""
         return self._project(sparse[:, self.svd_columns_])
 
-    def _project(self, reduced: sp.csr_matrix) -> np.ndarray:
-        if self._projection is None:  # scipy would copy a transposed view per call
+    def _projection_matrix(self) -> np.ndarray:
+        """components_.T, C-contiguous: scipy would copy a transposed view per product."""
+        if self._projection is None:
             self._projection = allocate(self.components_.T.shape, np.float32)  # page-faulting 50 MB costs more than copying it
             self._projection[...] = self.components_.T
-        dense = np.asarray(reduced @ self._projection, dtype=np.float32)
+        return self._projection
+
+    def _project(self, reduced: sp.csr_matrix) -> np.ndarray:
+        dense = np.asarray(reduced @ self._projection_matrix(), dtype=np.float32)
         return np.ascontiguousarray(l2_dense(dense), dtype=np.float32)
 
     def _make_transformers(self) -> None:
@@ -403,7 +408,7 @@ class ArticleVectorizer:
     # -- persistence ---------------------------------------------------------------------
     def state(self) -> tuple[list[str], dict[str, np.ndarray]]:
         """Vocabulary (JSON) and arrays (`.npy`) that `from_state` restores."""
-        arrays = {"idf": self.idf_, "svd_components": self.components_, "svd_columns": self.svd_columns_}
+        arrays = {"idf": self.idf_, "svd_projection": self._projection_matrix(), "svd_columns": self.svd_columns_}
         return self.terms_, arrays
 
     @classmethod
@@ -413,7 +418,10 @@ class ArticleVectorizer:
         vectorizer = cls(text, reduce)
         vectorizer.terms_ = list(terms)
         vectorizer.idf_ = np.asarray(arrays["idf"], dtype=np.float32)
-        vectorizer.components_ = np.asarray(arrays["svd_components"], dtype=np.float32)
+        # Stored transposed, as `_project` multiplies: a memory-mapped file is used as it is, so
+        # every process shares it instead of holding a transposed copy of its own.
+        vectorizer._projection = np.asarray(arrays["svd_projection"], dtype=np.float32)
+        vectorizer.components_ = vectorizer._projection.T
         vectorizer.svd_columns_ = np.asarray(arrays["svd_columns"], dtype=np.int32)
         vectorizer._make_transformers()
         return vectorizer

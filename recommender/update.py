@@ -51,6 +51,7 @@ import scipy.sparse as sp
 
 from index import segments
 from index.artifacts import Manifest, Version, VersionWriter, build_lock, current_version, prune, publish, read_manifest
+from index.columns import KeyIndex
 from index.errors import CorruptArtifactError, NoIndexError
 from index.faiss_index import flat, load_index, stack
 from index.neighbours import (
@@ -68,23 +69,23 @@ from index.neighbours import (
 )
 from index.simhash import signatures
 from recommender.articles import Reject
-from recommender.build import article_rows, documents, library_versions, publication_times
+from recommender.build import article_rows, documents, library_versions
+from recommender.catalog import FILES as CATALOG_FILES, STRINGS, ArticleColumns, Catalog, item_fragment
 from recommender.config import BuildConfig, PipelineConfig, PolicyConfig
 from recommender.errors import RelatedError
-from recommender.ranking import Catalog
 from recommender.served import precomputable, served_lists
 from recommender.sources import read_source, write_rejects
-from recommender.tfidf import ArticleVectorizer
+from recommender.tfidf import STATE_ARRAYS, ArticleVectorizer
 
 log = logging.getLogger("related.update")
 
 # Fitted state an update reuses as is: hard-linked (or copied) into the new version.
-UNCHANGED = ("vocabulary.json", "display_terms.json", "idf.npy", "svd_components.npy", "svd_columns.npy")
+UNCHANGED = ("vocabulary.json", "display_terms.json") + tuple(f"{name}.npy" for name in STATE_ARRAYS)
 # Per-row artifacts, append-only: the parent's parts are linked, the new rows go into a new part.
 SPARSE = ("tfidf", "signature", "expanded")
 SEGMENTED = ("articles.jsonl", "dense.npy", "simhash.npy", "index.faiss") + tuple(
     f"{prefix}_{field}.npy" for prefix in SPARSE for field in ("data", "indices", "indptr")
-)
+) + CATALOG_FILES
 # Files an update rewrites whole. A version holding any other file is refused: an update that does not
 # know a (new) per-article artifact would copy it unchanged and leave it out of step with the rows.
 REWRITTEN = ("alive.npy", "neighbours.npy", "neighbour_scores.npy", "served.npy", "served_scores.npy", "rejects.jsonl")
@@ -244,7 +245,7 @@ class ParentVersion:
 
     def _paths(self, name: str) -> list[Path]:
         """The files of `name`, checked: the build's part of a per-row array (linked as is) by size, the rest by hash."""
-        big = name in SEGMENTED and name != "articles.jsonl"
+        big = name in SEGMENTED
         return [self._checked(part, hashed=not (big and i == 0)) for i, part in enumerate(self.parts(name))]
 
     def raw(self, name: str) -> bytes:
@@ -258,15 +259,33 @@ class ParentVersion:
         return np.load(self._checked(name), mmap_mode="r", allow_pickle=False)
 
     def rows_array(self, name: str) -> np.ndarray:
-        """A per-row artifact: its parts concatenated (read-only; mapped when there is one)."""
-        paths = self._paths(name)
-        return segments.concatenate(name, paths)
+        """A per-row artifact: its parts concatenated, memory-mapped and read-only."""
+        return segments.concatenate(self._paths(name))
 
     def json(self, name: str) -> Any:
         return json.loads(self.raw(name))
 
-    def jsonl(self, name: str) -> list[dict]:
-        return segments.jsonl_rows(name, self._paths(name))
+    def columns(self) -> tuple[ArticleColumns, KeyIndex]:
+        """The metadata columns, memory-mapped, and the id -> row index."""
+        if not self.has("items.npy"):
+            raise CorruptArtifactError(
+                f"version {self.name} has no metadata columns (items.npy): it predates them, run a full `related build`"
+            )
+        arrays = {name.removesuffix(".npy"): self.rows_array(name) for name in CATALOG_FILES}
+        columns = ArticleColumns.from_arrays(arrays)
+        bounds = np.cumsum(segments.part_lengths(self._paths("id_hashes.npy"))).tolist()
+        return columns, KeyIndex(columns.ids, arrays["id_hashes"], arrays["id_rows"], bounds)
+
+    def raw_lines(self, name: str, start: int) -> bytes:
+        """The bytes of the parts of a JSON Lines artifact from part `start` on."""
+        return b"".join(path.read_bytes() for path in self._paths(name)[start:])
+
+    def page_offsets(self, parts: dict[str, list[str]]) -> dict[str, int]:
+        """Where in a page the data of a part appended to `parts` starts, per .npy artifact (index.segments)."""
+        return {
+            name: segments.append_offset([self.path / part for part in names])
+            for name, names in parts.items() if name.endswith(".npy")
+        }
 
     def sparse(self, prefix: str, n_terms: int) -> sp.csr_matrix | None:
         if not self.has(f"{prefix}_indptr.npy"):
@@ -315,38 +334,52 @@ def append_rows(top: sp.csr_matrix, bottom: sp.csr_matrix) -> sp.csr_matrix:
     )
 
 
-def save_rows(writer: VersionWriter, folder: str, *, dense: np.ndarray, rows: list[dict],
-              matrices: dict[str, tuple[sp.csr_matrix, int]], simhash: np.ndarray | None) -> None:
+@dataclass(frozen=True)
+class Placement:
+    """Where a new part goes after the parts it follows."""
+
+    first_row: int
+    blob_before: dict[str, int]  # bytes of each string column (catalog.STRINGS) before it
+    page_offsets: dict[str, int]  # per .npy artifact, where in a page its data starts (index.segments)
+
+
+def save_rows(writer: VersionWriter, folder: str, place: Placement, *, dense: np.ndarray, columns: ArticleColumns,
+              metadata: bytes, matrices: dict[str, tuple[sp.csr_matrix, int]], simhash: np.ndarray | None) -> None:
     """One new part of every per-row artifact in `folder`/: these rows, appended after the parent's.
 
-    `matrices`: prefix -> (the part's CSR rows, non-zeros in the rows before them). The part of
-    an `indptr` holds global offsets without the leading 0, so parts simply concatenate.
+    `metadata`: the part's lines of articles.jsonl. `matrices`: prefix -> (the part's CSR rows,
+    non-zeros in the rows before them). The part of an `indptr` holds global offsets without
+    the leading 0, so parts simply concatenate. Every array is written to be mapped in place
+    after the parts before it (`place`), so the service maps the new rows instead of copying.
     """
-    writer.save_array(f"{folder}/dense.npy", dense)
+    offset = place.page_offsets.get
+    writer.save_array(f"{folder}/dense.npy", dense, page_offset=offset("dense.npy"))
     writer.save_index(f"{folder}/index.faiss", flat(dense))
-    writer.save_jsonl(f"{folder}/articles.jsonl", rows)
+    writer.path(f"{folder}/articles.jsonl").write_bytes(metadata)
+    columns.save(writer, folder, first_row=place.first_row, blob_before=place.blob_before, page_offsets=place.page_offsets)
     if simhash is not None:
-        writer.save_array(f"{folder}/simhash.npy", simhash)
+        writer.save_array(f"{folder}/simhash.npy", simhash, page_offset=offset("simhash.npy"))
     for prefix, (matrix, before) in matrices.items():
-        writer.save_array(f"{folder}/{prefix}_data.npy", np.asarray(matrix.data, dtype=np.float32))
-        writer.save_array(f"{folder}/{prefix}_indices.npy", np.asarray(matrix.indices, dtype=np.int32))
-        writer.save_array(f"{folder}/{prefix}_indptr.npy", matrix.indptr[1:].astype(np.int64) + before)
+        if not matrix.has_sorted_indices:
+            matrix = matrix.sorted_indices()
+        for name, array in (("data", np.asarray(matrix.data, dtype=np.float32)),
+                            ("indices", np.asarray(matrix.indices, dtype=np.int32)),
+                            ("indptr", matrix.indptr[1:].astype(np.int64) + before)):
+            writer.save_array(f"{folder}/{prefix}_{name}.npy", array, page_offset=offset(f"{prefix}_{name}.npy"))
 
 
 def changed_served_lists(
-    policy: PolicyConfig, rows: list[dict], old_sparse: sp.csr_matrix, new_sparse: sp.csr_matrix, dense: np.ndarray,
-    simhash: np.ndarray, alive: np.ndarray, lists: Lists, changed: np.ndarray, width: int,
+    policy: PolicyConfig, old_columns: ArticleColumns, new_columns: ArticleColumns, old_sparse: sp.csr_matrix,
+    new_sparse: sp.csr_matrix, dense: np.ndarray, simhash: np.ndarray, alive: np.ndarray, lists: Lists,
+    changed: np.ndarray, width: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Served lists of the `changed` rows, from a catalog of only those rows and their neighbours.
-
-    A catalog of every article costs a Python pass over all rows (title and URL keys); the
-    collapse reads only the rows of the lists it collapses, so a small update stays small.
-    """
+    """Served lists of the `changed` rows, from a catalog of only those rows and their neighbours:
+    the collapse reads only the rows of the lists it collapses, so a small update stays small."""
     involved = np.union1d(changed, lists.ids[changed][lists.ids[changed] >= 0])
     n_old = old_sparse.shape[0]
     old, new = involved[involved < n_old], involved[involved >= n_old] - n_old
-    catalog = Catalog.from_rows(
-        [rows[i] for i in involved],
+    catalog = Catalog.of(
+        old_columns.take(old).then(new_columns.take(new)),
         sparse=sp.vstack([old_sparse[old], new_sparse[new]], format="csr", dtype=np.float32),
         dense=np.asarray(dense[involved]), alive=alive[involved], simhash=np.asarray(simhash[involved]),
     )
@@ -467,9 +500,9 @@ def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _same(row: dict, old_row: dict, new_sparse: sp.csr_matrix, old_sparse: sp.csr_matrix) -> bool:
-    """An unchanged re-send: same metadata and the same TF-IDF row (hence the same text)."""
-    if row != old_row:
+def _same(row: dict, columns: ArticleColumns, old: int, new_sparse: sp.csr_matrix, old_sparse: sp.csr_matrix) -> bool:
+    """An unchanged re-send: same metadata as stored row `old` and the same TF-IDF row (hence the same text)."""
+    if item_fragment(row) != columns.items.raw(old) or bool(row.get("evergreen")) != bool(columns.evergreen[old]):
         return False
     return (
         new_sparse.nnz == old_sparse.nnz
@@ -485,19 +518,6 @@ def update_hash(parent: Manifest, source: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def prepare_for_updates(version: Version) -> int:
-    """Copy a full build's per-row arrays into extendable memory (index.segments.prepare), so
-    that this process loads the versions updates write on top of it by appending their rows.
-    For a long-running service; returns how many arrays were copied."""
-    copied = 0
-    for name in SEGMENTED:
-        if name.endswith(".npy") and version.has(name):
-            paths = version.paths(name)
-            if len(paths) == 1:
-                copied += segments.prepare(name, paths[0])
-    return copied
 
 
 def update(
@@ -554,18 +574,23 @@ def update(
 
         # -- what changes -----------------------------------------------------------------
         terms = parent.json("vocabulary.json")
-        state = {name: parent.array(f"{name}.npy") for name in ("idf", "svd_components", "svd_columns")}
+        state = {name: parent.array(f"{name}.npy") for name in STATE_ARRAYS}
         vectorizer = ArticleVectorizer.from_state(config.text, config.reduce, terms, state)
-        rows: list[dict] = parent.jsonl("articles.jsonl")
+        columns, row_of = parent.columns()
         alive = np.array(parent.array("alive.npy"), dtype=bool)
-        if not parent.has("tfidf_indptr.npy") or alive.shape[0] != len(rows):
+        n_old = len(columns)
+        if not parent.has("tfidf_indptr.npy") or alive.shape[0] != n_old:
             raise CorruptArtifactError(f"version {parent.name}: no tfidf rows, or row counts of articles and alive differ")
-        live_row = {r["id"]: i for i, r, live in zip(range(len(rows)), rows, alive.tolist()) if live}
+
+        def live_row(article_id: str) -> int | None:
+            row = row_of.get(article_id)
+            return row if row is not None and alive[row] else None
+
         # The stored TF-IDF rows are read only to compare re-sent articles (or as signatures of old builds).
         sparse: sp.csr_matrix | None = None
-        if any(a.id in live_row for a in ingested.articles) or not parent.has("signature_indptr.npy"):
+        if any(live_row(a.id) is not None for a in ingested.articles) or not parent.has("signature_indptr.npy"):
             sparse = parent.sparse("tfidf", len(terms))
-            if sparse.shape[0] != len(rows):
+            if sparse.shape[0] != n_old:
                 raise CorruptArtifactError(f"version {parent.name}: row counts of articles and tfidf differ")
 
         docs = documents(ingested.articles, config)
@@ -577,9 +602,9 @@ def update(
         dead: list[int] = []
         keep_new: list[int] = []
         for i, article in enumerate(ingested.articles):
-            old = live_row.get(article.id)
+            old = live_row(article.id)
             if old is not None:
-                if _same(new_meta[i], rows[old], vectors.sparse[i], sparse[old]):
+                if _same(new_meta[i], columns, old, vectors.sparse[i], sparse[old]):
                     report.unchanged += 1
                     continue
                 report.replaced += 1
@@ -588,7 +613,7 @@ def update(
                 report.added += 1
             keep_new.append(i)
         for deletion in ingested.deletions:
-            old = live_row.get(deletion.id)
+            old = live_row(deletion.id)
             if old is None:
                 report.not_found += 1
                 log.warning("delete: no article with id %r in version %s", deletion.id, parent.name)
@@ -604,15 +629,16 @@ def update(
             return report
 
         # -- the corpus with the new rows ------------------------------------------------------
-        n_old, n_new = len(rows), len(keep_new)
+        n_new = len(keep_new)
         dead_rows = np.array(sorted(set(dead)), dtype=np.int64)
         alive[dead_rows] = False
         pick = np.array(keep_new, dtype=np.int64)
         new_terms = [analysed[i] for i in keep_new]
         new_rows_meta = [new_meta[i] for i in keep_new]
+        new_columns = ArticleColumns.from_rows(new_rows_meta)
         new_sparse = vectors.sparse[pick] if n_new else sp.csr_matrix((0, len(terms)), dtype=np.float32)
         new_dense = vectors.dense[pick] if n_new else np.empty((0, 0), np.float32)
-        rows = rows + new_rows_meta
+        n_rows = n_old + n_new
         alive = np.concatenate([alive, np.ones(n_new, dtype=bool)])
         # Pair scores use each row's top-weighted terms (signatures) when the build stored them.
         if not parent.has("signature_indptr.npy"):
@@ -627,12 +653,12 @@ def update(
         if n_new:
             index_parts.append(flat(new_dense))
         index = index_parts[0] if len(index_parts) == 1 else stack(index_parts)
-        if index.ntotal != len(rows) or dense.shape[0] != len(rows) or signature.shape[0] != len(rows):
+        if index.ntotal != n_rows or dense.shape[0] != n_rows or signature.shape[0] != n_rows:
             raise CorruptArtifactError(f"version {parent.name}: row counts of articles, dense, signatures and index differ")
         simhash = None
         if parent.has("simhash.npy"):
             simhash = parent.rows_with("simhash.npy", signatures(new_sparse) if n_new else None)
-        times = publication_times(rows)
+        times = np.concatenate([columns.published, new_columns.published])
         has_expanded = parent.has("expanded_indptr.npy")
         corpus = Corpus(index=index, sparse=signature, times=times, alive=alive, dense=dense)
         stage("load")
@@ -696,7 +722,7 @@ def update(
             served[0][cleared], served[1][cleared] = -1, 0.0
             if changed.size:
                 served[0][changed], served[1][changed] = changed_served_lists(
-                    config.policy, rows, sparse, new_sparse, dense, simhash, alive, lists, changed, width
+                    config.policy, columns, new_columns, sparse, new_sparse, dense, simhash, alive, lists, changed, width
                 )
             report.served_cleared = int(cleared.size)
         stage("served")
@@ -744,8 +770,16 @@ def update(
                     matrices["signature"] = tail(signature, start)
                 if "expanded_indptr.npy" in parts and corpus.expanded is not None:
                     matrices["expanded"] = tail(corpus.expanded, start)
-                save_rows(writer, folder, dense=dense[start:], rows=rows[start:], matrices=matrices,
-                          simhash=None if simhash is None else simhash[start:])
+                # The parent's rows since the build, then the new ones (only the new ones unless compacting).
+                metadata = (parent.raw_lines("articles.jsonl", 1) if compact else b"") + b"".join(
+                    json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode() + b"\n" for row in new_rows_meta
+                )
+                part_columns = columns.take(np.arange(start, n_old)).then(new_columns) if compact else new_columns
+                place = Placement(
+                    start, {name: int(getattr(columns, name).offsets[start]) for name in STRINGS}, parent.page_offsets(parts)
+                )
+                save_rows(writer, folder, place, dense=dense[start:], columns=part_columns, metadata=metadata,
+                          matrices=matrices, simhash=None if simhash is None else simhash[start:])
                 parts = {name: names + [f"{folder}/{name}"] for name, names in parts.items()}
             writer.save_array("neighbours.npy", lists.ids)
             writer.save_array("neighbour_scores.npy", lists.scores)
@@ -763,7 +797,7 @@ def update(
                 "source": {"path": str(source.resolve()), "records": ingested.records},
                 "config": parent_meta["config"],
                 "counts": {
-                    "articles": report.articles, "rows": len(rows), "tombstones": int((~alive).sum()),
+                    "articles": report.articles, "rows": n_rows, "tombstones": int((~alive).sum()),
                     "rejects": report.rejects, "vocabulary": len(terms),
                 },
                 "update": {

@@ -54,7 +54,7 @@ def test_bad_records_are_rejected_with_line_and_reason_and_good_ones_indexed(tmp
 
     index = RelatedIndex.open(data_dir)
     assert set(index.row_of) == {r["id"] for r in GOOD}
-    assert index.articles[index.row_of[GOOD[0]["id"]]]["title"] == "Second version wins"
+    assert index.item_metadata(index.row_of[GOOD[0]["id"]])["title"] == "Second version wins"
 
 
 def test_rejected_ids_are_reported_when_usable(tmp_path):

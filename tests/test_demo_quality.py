@@ -87,7 +87,7 @@ def test_north_korea_distractors_stay_out_in_any_language(demo, story_of):
 
 
 def test_german_demo_articles_get_german_neighbours(demo):
-    german = [a["id"] for a in demo.articles if a["lang"] == "de"]
+    german = [a["id"] for a in map(demo.item_metadata, range(len(demo.catalog.ids))) if a["lang"] == "de"]
     assert len(german) == 58
     for article_id in german:
         langs = {item["lang"] for item in demo.for_article(article_id, RelatedQuery(limit=5)).items}

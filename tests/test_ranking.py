@@ -16,7 +16,8 @@ from index.sparse_kernels import SortedRows
 from recommender import ranking
 from recommender.config import PolicyConfig
 from recommender.articles import format_timestamp
-from recommender.ranking import Catalog, Policy, QueryContext, RelatedQuery, epoch, epochs, shared_terms
+from recommender.catalog import Catalog, epoch, epochs
+from recommender.ranking import Policy, QueryContext, RelatedQuery, shared_terms
 from recommender.related import RelatedIndex
 from tests.corpora import POLICY_BUILD, STORIES, day, newsroom, open_index, policy_scenarios, story_article
 
@@ -93,15 +94,12 @@ def test_syndicated_copies_appear_at_most_once(news, article_id):
 
 
 def test_copies_collapse_to_the_freshest_copy():
-    catalog_rows = ["a", "b", "c"]
-    published = np.array([1.0, 3.0, 2.0])
     vectors = np.eye(2, dtype=np.float32)[[0, 0, 0]]  # three copies of one text
-    catalog = Catalog(
-        ids=catalog_rows, row_of={k: i for i, k in enumerate(catalog_rows)}, lang=np.array(["en"] * 3, dtype=object),
-        category=np.array([None] * 3, dtype=object), published=published, evergreen=np.zeros(3, bool),
-        alive=np.ones(3, bool), url_key=[None] * 3, title_key=["x", "y", "z"], sparse=sp.csr_matrix(vectors),
-        dense=vectors,
-    )
+    rows = [  # b is the freshest
+        {"id": i, "title": t, "published": f"1970-01-01T00:00:0{second}Z", "lang": "en"}
+        for i, t, second in zip("abc", "xyz", (1, 3, 2))
+    ]
+    catalog = Catalog.from_rows(rows, sparse=sp.csr_matrix(vectors), dense=vectors, alive=np.ones(3, bool))
     query = np.array([[0.6, 0.8]], dtype=np.float32)
     ctx = QueryContext(SortedRows(sp.csr_matrix(query)), 0, query[0], signatures(sp.csr_matrix(query))[0], lang="en", published=np.nan)
     items = Policy(PolicyConfig()).collapse_duplicates(catalog, ctx, np.array([0, 1, 2]), np.array([0.9, 0.8, 0.7]), 5)
@@ -270,7 +268,7 @@ def test_served_lists_never_hold_the_query_duplicates_or_excluded_ids(news, arti
         scores = [item["score"] for item in result.items]
         assert scores == sorted(scores, reverse=True)
         if lang is None:
-            assert {item["lang"] for item in result.items} <= {news.articles[news.row_of[article_id]]["lang"]}
+            assert {item["lang"] for item in result.items} <= {news.item_metadata(news.row_of[article_id])["lang"]}
     if len(listed) < limit:
         assert result.fill_reason == "exhausted"
 

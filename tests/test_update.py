@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from index import segments
 from index.artifacts import Version, VersionWriter, current_version, list_versions, verify_version
+from index.columns import KeyIndex, StringColumn
 from index.errors import CorruptArtifactError, NoIndexError
 from index.faiss_index import flat
 from index.neighbours import Queries
@@ -85,7 +87,7 @@ def test_delete_removes_everywhere_and_refills(tmp_path: Path, built: Path) -> N
     report = apply(tmp_path, built, [{"id": "budget-3", "deleted": True}, {"id": "no-such-id", "deleted": True}])
     assert report.deleted == 1 and report.not_found == 1
     index = RelatedIndex.open(built)
-    gone = [row for row, a in enumerate(index.articles) if a["id"] == "budget-3"]
+    gone = [row for row, article_id in enumerate(index.catalog.ids) if article_id == "budget-3"]
     alive = index.catalog.alive
     lists = np.asarray(index.neighbours)[alive]
     assert not np.isin(lists, gone).any()
@@ -225,6 +227,9 @@ def flat_copy(version_dir: Path, data: Path) -> Path:
             if name == "index.faiss":
                 assert version.manifest.data["index_type"] == "IndexFlatIP"
                 writer.save_index(name, flat(np.asarray(version.array("dense.npy"))))
+            elif name in ("id_hashes.npy", "id_rows.npy"):  # one part: one sorted index of every row
+                hashes, rows = KeyIndex.sorted_hashes(list(StringColumn(version.array("ids.npy"), version.array("ids_offsets.npy"))))
+                writer.save_array(name, hashes if name == "id_hashes.npy" else rows)
             elif name.endswith(".npy"):
                 writer.save_array(name, np.asarray(version.array(name)))
             elif name.endswith(".jsonl"):
@@ -235,16 +240,17 @@ def flat_copy(version_dir: Path, data: Path) -> Path:
 
 
 def assert_same_index(a: RelatedIndex, b: RelatedIndex) -> None:
-    assert a.articles == b.articles
+    assert list(a.catalog.ids) == list(b.catalog.ids)
+    assert [a.item_metadata(row) for row in range(len(a.catalog.ids))] == [b.item_metadata(row) for row in range(len(b.catalog.ids))]
     np.testing.assert_array_equal(np.asarray(a.dense), np.asarray(b.dense))
     np.testing.assert_array_equal(np.asarray(a.neighbours), np.asarray(b.neighbours))
     np.testing.assert_array_equal(a.catalog.alive, b.catalog.alive)
     for x, y in ((a.catalog.sparse, b.catalog.sparse), (a.corpus.sparse, b.corpus.sparse), (a.corpus.expanded, b.corpus.expanded)):
         assert (x != y).nnz == 0 and x.shape == y.shape
     assert a.faiss.ntotal == b.faiss.ntotal
-    for row, meta in enumerate(a.articles):
+    for row, article_id in enumerate(a.catalog.ids):
         if a.catalog.alive[row]:
-            assert a.for_article(meta["id"], ANY).items == b.for_article(meta["id"], ANY).items, meta["id"]
+            assert a.for_article(article_id, ANY).items == b.for_article(article_id, ANY).items, article_id
 
 
 def test_update_writes_only_new_rows_and_loads_like_a_full_write(tmp_path: Path, built: Path) -> None:
@@ -254,13 +260,26 @@ def test_update_writes_only_new_rows_and_loads_like_a_full_write(tmp_path: Path,
     manifest = json.loads((second.version / "manifest.json").read_text())
     assert manifest["segments"]["dense.npy"] == ["dense.npy", "delta-0001/dense.npy", "delta-0002/dense.npy"]
     assert np.load(second.version / "delta-0002" / "dense.npy").shape[0] == 1  # only the new row is written
-    for name in ("dense.npy", "tfidf_data.npy", "index.faiss", "articles.jsonl"):  # the build's files are shared
+    for name in ("dense.npy", "tfidf_data.npy", "index.faiss", "items.npy", "articles.jsonl"):  # the build's files are shared
         assert os.path.samefile(base / name, second.version / name)
     assert os.path.samefile(first.version / "delta-0001/dense.npy", second.version / "delta-0001/dense.npy")
     segmented = RelatedIndex(Version.open(second.version))
     full = RelatedIndex(Version.open(flat_copy(second.version, tmp_path / "flat")))
     assert_same_index(segmented, full)
     assert "cup-90" in served(built, "cup-1", limit=6)
+
+
+def test_update_parts_are_written_to_be_mapped_after_the_parts_before_them(tmp_path: Path, built: Path) -> None:
+    apply(tmp_path, built, [article("flood", 90, seed=7)], "u1.jsonl")
+    report = apply(tmp_path, built, [article("cup", 90, seed=7), {"id": "quake-2", "deleted": True}], "u2.jsonl")
+    version = Version.open(report.version)
+    arrays = [name for name in version.manifest.data["segments"] if name.endswith(".npy")]
+    assert {"dense.npy", "items.npy", "items_offsets.npy", "id_hashes.npy", "tfidf_indptr.npy"} <= set(arrays)
+    for name in arrays:
+        paths = version.paths(name)
+        assert len(paths) == 3, name
+        for k in (1, 2):  # each appended part's data starts, within a page, where the parts before it end
+            assert segments.header(paths[k])[2] % segments.PAGE == segments.append_offset(paths[:k]), name
 
 
 def test_tampered_update_part_is_refused(tmp_path: Path, built: Path) -> None:
@@ -321,8 +340,8 @@ def test_served_lists_past_the_budget_are_cleared_and_answered_by_the_policy(
     cleared = np.flatnonzero((np.asarray(index.served[0]) < 0).all(axis=1) & index.catalog.alive)
     assert cleared.size >= report.served_cleared
     unfiltered = RelatedQuery(limit=5)
-    for row, meta in enumerate(index.articles):
+    for row, article_id in enumerate(index.catalog.ids):
         if index.catalog.alive[row]:  # served or not, an unfiltered request gets what the policy says
-            assert index.for_article(meta["id"], unfiltered).items == index.for_article(
-                meta["id"], unfiltered, policy=index.policy
-            ).items, meta["id"]
+            assert index.for_article(article_id, unfiltered).items == index.for_article(
+                article_id, unfiltered, policy=index.policy
+            ).items, article_id
