@@ -35,7 +35,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -386,12 +386,18 @@ class VersionWriter:
     def save_index(self, name: str, index: faiss.Index) -> None:
         faiss_index.save_index(index, self.path(name))  # itself temp + rename
 
+    def staged_bytes(self) -> int:
+        """Bytes written so far (what `commit` will hash)."""
+        return sum(f.stat().st_size for f in self.staging.rglob("*") if f.is_file())
+
     def commit(
-        self, meta: dict[str, Any], content_hash: str, parts: dict[str, list[str]] | None = None
+        self, meta: dict[str, Any], content_hash: str, parts: dict[str, list[str]] | None = None,
+        progress: Callable[[int], object] | None = None,
     ) -> Path:
         """Checksum and fsync everything, write the manifest, rename into place.
 
         `parts`: artifacts stored as segments (name -> its files in row order; index.segments).
+        `progress`: advanced by the bytes of each file once it is hashed (`staged_bytes` in all).
         Returns the final version dir. Does not publish it.
         """
         self._check_open()
@@ -416,6 +422,8 @@ class VersionWriter:
                 continue
             sha, size = _sha256_and_fsync(fpath)
             files[rel] = {"sha256": sha, "bytes": size}
+            if progress is not None:
+                progress(size)
 
         now = datetime.now(UTC)
         manifest = {

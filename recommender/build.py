@@ -343,7 +343,8 @@ def write(run: BuildRun) -> None:
             "stages": run.stages,  # serialized at commit: the stages before this one
             "drift": {"articles_since_build": 0, "oov_token_share": 0.0},
         }
-        run.version = writer.commit(meta, run.digest)
+        with run.bars("write", writer.staged_bytes(), unit="B", unit_scale=True) as advance:
+            run.version = writer.commit(meta, run.digest, progress=advance)
     check_gate(run.gate, run.version, run.data_dir)
     publish(run.data_dir, run.version, checksums=False)  # commit just hashed every file it wrote
     for old in prune(run.data_dir, run.config.build.keep):
