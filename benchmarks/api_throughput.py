@@ -1,6 +1,10 @@
 """HTTP throughput of `related serve` against a bare FastAPI app, on the same uvicorn settings.
 
     python benchmarks/api_throughput.py [--articles 100000] [--duration 15] [--workers 1]
+    python benchmarks/api_throughput.py --data-dir DIR --corpus CORPUS.jsonl --articles 1000000 --workers 2
+
+The first phase starts the moment the service reports ready (--cold seconds of uniform GETs):
+the figures of a freshly started or reloaded service, beside the warm ones.
 
 Builds (or reuses) a synthetic index under benchmarks/results/, starts our service and a
 bare FastAPI app that returns a constant 10-item list on free loopback ports, drives both
@@ -218,11 +222,16 @@ def main() -> None:
     parser.add_argument("--cache-size", type=int, default=None, help="RELATED_RESPONSE_CACHE_SIZE (default: the service's).")
     parser.add_argument("--no-wrk", action="store_true", help="Use the httpx client even when wrk is available.")
     parser.add_argument("--out", type=Path, default=RESULTS / "api_throughput.json")
+    parser.add_argument("--data-dir", type=Path, help="Serve this built index (ids syn-0 .. syn-N-1) instead of building one.")
+    parser.add_argument("--corpus", type=Path, help="Its corpus, for the drafts (with --data-dir).")
+    parser.add_argument("--cold", type=float, default=5.0, help="Seconds of uniform GETs from the moment of ready.")
     args = parser.parse_args()
     if args.duration <= 0 or args.duration > 600 or not 0 <= args.warmup <= 600 or not 1 <= args.concurrency <= 256:
         parser.error("--duration must be in (0, 600], --warmup in [0, 600] and --concurrency in [1, 256]")
 
-    corpus, data_dir = ensure_index(args.articles, args.seed)
+    if args.data_dir is not None and args.corpus is None:
+        parser.error("--data-dir needs --corpus (its drafts)")
+    corpus, data_dir = (args.corpus, args.data_dir) if args.data_dir else ensure_index(args.articles, args.seed)
     drafts = make_drafts(corpus)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELATED_")}
     env["PYTHONPATH"] = str(ROOT)
@@ -240,6 +249,9 @@ def main() -> None:
             "import uvicorn; uvicorn.run('benchmarks.api_throughput:bare_app', factory=True, "
             f"host='{HOST}', port={bare_port}, workers={args.workers}, log_level='info', access_log=False)"]
     with running(serve, port, env) as base, running(bare, bare_port, env) as bare_base:
+        if args.cold > 0:  # `running` returns at ready: nothing has touched the index yet
+            first = argparse.Namespace(**{**vars(args), "duration": args.cold})
+            results["cold"] = drive(base, "get", first, n=args.articles, drafts=drafts, concurrency=args.concurrency)
         for _ in range(200):  # touch the code paths once before measuring
             urllib.request.urlopen(f"{base}/v1/articles/syn-{random.randrange(args.articles)}/related").read()
         if args.warmup > 0:  # a running service has rendered most articles' items already (api/render.py)
@@ -282,6 +294,8 @@ def main() -> None:
     print(f"{args.articles} articles, {args.workers} worker(s), c={args.concurrency}, {args.duration:.0f}s, "
           f"load tool {results['related']['tool']}")
     print(f"{'':<28} {'req/s':>9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    if "cold" in results:
+        print(row(f"GET related, cold ({args.cold:.0f}s)", results["cold"]))
     if "warmup" in results:
         print(row(f"(warm-up {args.warmup:.0f}s, uniform ids)", results["warmup"]))
     print(row("GET related, uniform ids", results["related"]))
