@@ -40,6 +40,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -68,14 +69,14 @@ from index.neighbours import (
     top_k,
 )
 from index.simhash import signatures
-from recommender.articles import Reject
+from recommender.articles import Ingested, Reject
 from recommender.build import article_rows, documents, library_versions
 from recommender.catalog import FILES as CATALOG_FILES, STRINGS, ArticleColumns, Catalog, item_fragment
 from recommender.config import BuildConfig, PipelineConfig, PolicyConfig
 from recommender.errors import RelatedError
 from recommender.served import precomputable, served_lists
 from recommender.sources import read_source, write_rejects
-from recommender.tfidf import STATE_ARRAYS, ArticleVectorizer
+from recommender.tfidf import STATE_ARRAYS, ArticleVectorizer, Vectors
 
 log = logging.getLogger("related.update")
 
@@ -520,6 +521,361 @@ def update_hash(parent: Manifest, source: Path) -> str:
     return digest.hexdigest()
 
 
+@dataclass
+class UpdateRun:
+    """One update on its way through the stages: what it starts from, then what each stage adds."""
+
+    source: Path
+    data_dir: Path
+    parent: ParentVersion
+    config: PipelineConfig
+    build_config: BuildConfig
+    params: NeighbourParams
+    report: UpdateReport
+    stages: dict[str, float] = field(default_factory=dict)
+    ingested: Ingested | None = None
+    # vectorize: the parent's rows and what the records change
+    terms: list[str] = field(default_factory=list)
+    vectorizer: ArticleVectorizer | None = None
+    columns: ArticleColumns | None = None
+    alive: np.ndarray | None = None
+    sparse: sp.csr_matrix | None = None  # the parent's TF-IDF rows, read only when needed
+    new_meta: list[dict] = field(default_factory=list)
+    analysed: list[list[str]] = field(default_factory=list)
+    vectors: Vectors | None = None
+    dead: list[int] = field(default_factory=list)
+    keep_new: list[int] = field(default_factory=list)  # positions in the ingested articles
+    # load: the corpus with the new rows
+    new_columns: ArticleColumns | None = None
+    new_sparse: sp.csr_matrix | None = None
+    new_dense: np.ndarray | None = None
+    new_signature: sp.csr_matrix | None = None
+    dense: np.ndarray | None = None
+    simhash: np.ndarray | None = None
+    index_parts: list[faiss.Index] = field(default_factory=list)
+    corpus: Corpus | None = None
+    # lists
+    lists: Lists | None = None
+    candidates: tuple[np.ndarray, np.ndarray] | None = None  # the new rows' candidates, for merge_new
+    served: tuple[np.ndarray, np.ndarray] | None = None
+    version: Path | None = None
+
+    @property
+    def n_old(self) -> int:
+        return len(self.columns)
+
+    @property
+    def n_new(self) -> int:
+        return len(self.keep_new)
+
+    @property
+    def new_rows(self) -> np.ndarray:
+        return np.arange(self.n_old, self.n_old + self.n_new)
+
+    def live_row(self, article_id: str, row_of: KeyIndex) -> int | None:
+        row = row_of.get(article_id)
+        return row if row is not None and self.alive[row] else None
+
+
+def open_parent(source: Path, data_dir: Path, build_config: BuildConfig | None) -> UpdateRun:
+    """The current version, checked to be one an update knows how to extend."""
+    current = current_version(data_dir)
+    if current is None:
+        raise NoIndexError(f"no current version in {data_dir}: run `related build` before `related update`")
+    parent = ParentVersion(current)
+    unknown = sorted(parent.logical_files() - set(UNCHANGED) - set(REWRITTEN) - set(SEGMENTED))
+    if unknown:
+        raise RelatedError(
+            f"version {parent.name} has files `related update` does not know how to extend "
+            f"({', '.join(unknown)}): run a full `related build`"
+        )
+    config = PipelineConfig.from_manifest(parent.manifest.data["config"], origin=f"manifest of {parent.name}")
+    return UpdateRun(
+        source, data_dir, parent, config, build_config or config.build, config.neighbours.params(),
+        UpdateReport(version=None, parent=parent.name),
+    )
+
+
+def ingest(run: UpdateRun) -> None:
+    """Validated records and deletions; too many rejects fail the update before any work."""
+    ingested = run.ingested = read_source(run.source, allow_delete=True)
+    run.report.records, run.report.rejects, run.report.rejected = ingested.records, len(ingested.rejects), ingested.rejects
+    for reject in ingested.rejects[:20]:
+        log.warning("rejected line %s (id=%s): %s", reject.line, reject.id, reject.reason)
+    if ingested.records and not ingested.articles and not ingested.deletions:
+        raise RelatedError(f"no valid record in {run.source}: {ingested.records} records, all rejected")
+    share = len(ingested.rejects) / max(1, ingested.records)
+    if share > run.build_config.max_reject_share:
+        raise RelatedError(
+            f"{len(ingested.rejects)} of {ingested.records} update records rejected ({share:.0%}), more than "
+            f"build.max_reject_share={run.build_config.max_reject_share:.0%} (first: "
+            + "; ".join(f"line {r.line}: {r.reason}" for r in ingested.rejects[:3]) + ")"
+        )
+
+
+def vectorize(run: UpdateRun) -> None:
+    """Vectors of the records with the parent's vocabulary, and what they change: rows that die
+    (replaced, deleted) and records that become rows (added, replaced)."""
+    parent, report, ingested = run.parent, run.report, run.ingested
+    run.terms = parent.json("vocabulary.json")
+    state = {name: parent.array(f"{name}.npy") for name in STATE_ARRAYS}
+    run.vectorizer = ArticleVectorizer.from_state(run.config.text, run.config.reduce, run.terms, state)
+    run.columns, row_of = parent.columns()
+    run.alive = np.array(parent.array("alive.npy"), dtype=bool)
+    if not parent.has("tfidf_indptr.npy") or run.alive.shape[0] != run.n_old:
+        raise CorruptArtifactError(f"version {parent.name}: no tfidf rows, or row counts of articles and alive differ")
+    # The stored TF-IDF rows are read only to compare re-sent articles (or as signatures of old builds).
+    if any(run.live_row(a.id, row_of) is not None for a in ingested.articles) or not parent.has("signature_indptr.npy"):
+        run.sparse = parent.sparse("tfidf", len(run.terms))
+        if run.sparse.shape[0] != run.n_old:
+            raise CorruptArtifactError(f"version {parent.name}: row counts of articles and tfidf differ")
+    docs = documents(ingested.articles, run.config)
+    run.new_meta = article_rows(ingested.articles, docs)
+    run.analysed = [run.vectorizer.analyze(doc) for doc in docs]  # once: the drift counts read them too
+    run.vectors = run.vectorizer.transform(docs, run.analysed) if docs else None
+    for i, article in enumerate(ingested.articles):
+        old = run.live_row(article.id, row_of)
+        if old is not None:
+            if _same(run.new_meta[i], run.columns, old, run.vectors.sparse[i], run.sparse[old]):
+                report.unchanged += 1
+                continue
+            report.replaced += 1
+            run.dead.append(old)
+        else:
+            report.added += 1
+        run.keep_new.append(i)
+    for deletion in ingested.deletions:
+        old = run.live_row(deletion.id, row_of)
+        if old is None:
+            report.not_found += 1
+            log.warning("delete: no article with id %r in version %s", deletion.id, parent.name)
+            continue
+        report.deleted += 1
+        run.dead.append(old)
+
+
+def load(run: UpdateRun) -> None:
+    """The corpus with the new rows appended and the dead ones tombstoned; the parent's per-row
+    artifacts are read (memory-mapped where they can be) with the new rows after them."""
+    parent, n_new = run.parent, run.n_new
+    run.alive[np.array(sorted(set(run.dead)), dtype=np.int64)] = False
+    pick = np.array(run.keep_new, dtype=np.int64)
+    run.new_columns = ArticleColumns.from_rows([run.new_meta[i] for i in run.keep_new])
+    run.new_sparse = run.vectors.sparse[pick] if n_new else sp.csr_matrix((0, len(run.terms)), dtype=np.float32)
+    run.new_dense = run.vectors.dense[pick] if n_new else np.empty((0, 0), np.float32)
+    n_rows = run.n_old + n_new
+    run.alive = np.concatenate([run.alive, np.ones(n_new, dtype=bool)])
+    # Pair scores use each row's top-weighted terms (signatures) when the build stored them.
+    if not parent.has("signature_indptr.npy"):
+        run.params = replace(run.params, signature_terms=0)
+        run.new_signature = run.new_sparse
+        signature = append_rows(run.sparse, run.new_sparse)
+    else:
+        run.new_signature = prune_rows(run.new_sparse, run.params.signature_terms)
+        signature = parent.sparse_with("signature", len(run.terms), run.new_signature)
+    run.dense = parent.rows_with("dense.npy", run.new_dense if n_new else None)
+    run.index_parts = parent.index_parts()  # memory-mapped; the new rows get a part of their own
+    if n_new:
+        run.index_parts.append(flat(run.new_dense))
+    index = run.index_parts[0] if len(run.index_parts) == 1 else stack(run.index_parts)
+    if index.ntotal != n_rows or run.dense.shape[0] != n_rows or signature.shape[0] != n_rows:
+        raise CorruptArtifactError(f"version {parent.name}: row counts of articles, dense, signatures and index differ")
+    if parent.has("simhash.npy"):
+        run.simhash = parent.rows_with("simhash.npy", signatures(run.new_sparse) if n_new else None)
+    times = np.concatenate([run.columns.published, run.new_columns.published])
+    run.corpus = Corpus(index=index, sparse=signature, times=times, alive=run.alive, dense=run.dense)
+
+
+def new_lists(run: UpdateRun) -> None:
+    """Neighbour lists of the new rows, exactly as a build computes them."""
+    parent, corpus, params = run.parent, run.corpus, run.params
+    new_expanded = None
+    if run.n_new:
+        queries = Queries(run.new_signature, run.new_dense, corpus.times[run.new_rows], self_ids=run.new_rows)
+        parts, new_expanded = score_rows(corpus, queries, params)  # does not read corpus.expanded
+        if parent.has("expanded_indptr.npy") and new_expanded is None:  # feedback off: the build stored plain rows
+            new_expanded = run.new_signature
+    if parent.has("expanded_indptr.npy"):
+        corpus.expanded = parent.sparse_with(
+            "expanded", len(run.terms), run.new_signature[:0] if new_expanded is None else new_expanded
+        )
+    if run.n_new:
+        lists, cand_ids, cand_scores = finish_rows(corpus, queries, params, parts, new_expanded)
+        run.candidates = (cand_ids, cand_scores)
+    else:
+        lists = Lists(np.empty((0, params.k), np.int32), np.empty((0, params.k), np.float32))
+    run.lists = Lists(parent.rows_with("neighbours.npy", lists.ids), parent.rows_with("neighbour_scores.npy", lists.scores))
+
+
+def refresh(run: UpdateRun) -> None:
+    """New articles enter the lists where they now rank in the top k; lists that held a dead row
+    are recomputed."""
+    lists, alive, corpus = run.lists, run.alive, run.corpus
+    dead_rows = np.array(sorted(set(run.dead)), dtype=np.int64)
+    if dead_rows.size:
+        lists.ids[dead_rows] = MISSING
+        lists.scores[dead_rows] = 0.0
+        stale = np.flatnonzero(np.isin(lists.ids, dead_rows).any(axis=1) & alive)
+    else:
+        stale = np.empty(0, np.int64)
+    eligible = alive.copy()
+    eligible[run.n_old:] = False
+    eligible[stale] = False
+    if run.n_new:  # targeted refresh of existing lists
+        run.report.refreshed = merge_new(lists, run.new_rows, *run.candidates, eligible)
+    if stale.size:
+        queries = Queries(corpus.sparse[stale], run.dense[stale], corpus.times[stale], self_ids=stale)
+        stored = None if corpus.expanded is None else corpus.expanded[stale]
+        parts, _ = score_rows(corpus, queries, run.params, expand_queries=False)
+        refilled, _, _ = finish_rows(corpus, queries, run.params, parts, stored)
+        lists.ids[stale], lists.scores[stale] = refilled.ids, refilled.scores
+        run.report.refilled = int(stale.size)
+
+
+def serve_lists(run: UpdateRun) -> None:
+    """Served lists recomputed for the lists that changed (at most SERVED_RECOMPUTE_MAX, new
+    articles first; the others are cleared and left to the request-time policy)."""
+    parent, lists, n_old, n_new = run.parent, run.lists, run.n_old, run.n_new
+    if not (parent.has("served.npy") and run.simhash is not None and precomputable(run.config.policy)):
+        return
+    old_ids, old_scores = parent.array("neighbours.npy"), parent.array("neighbour_scores.npy")
+    changed = np.flatnonzero((lists.ids[:n_old] != old_ids).any(axis=1) | (lists.scores[:n_old] != old_scores).any(axis=1))
+    changed = np.concatenate([run.new_rows, changed])
+    changed, cleared = changed[:SERVED_RECOMPUTE_MAX], changed[SERVED_RECOMPUTE_MAX:]
+    width = parent.array("served.npy").shape[1]
+    served = run.served = (
+        parent.rows_with("served.npy", np.full((n_new, width), -1, np.int32)),
+        parent.rows_with("served_scores.npy", np.zeros((n_new, width), np.float32)),
+    )
+    if run.sparse is None:
+        run.sparse = parent.sparse("tfidf", len(run.terms))
+    served[0][cleared], served[1][cleared] = -1, 0.0
+    if changed.size:
+        served[0][changed], served[1][changed] = changed_served_lists(
+            run.config.policy, run.columns, run.new_columns, run.sparse, run.new_sparse, run.dense, run.simhash,
+            run.alive, lists, changed, width,
+        )
+    run.report.served_cleared = int(cleared.size)
+
+
+def measure_drift(run: UpdateRun) -> None:
+    """How far the corpus has moved from the build's vocabulary: new articles and unknown words."""
+    drift = base_drift(run.parent.manifest)
+    tokens, oov = oov_counts(run.vectorizer, [run.analysed[i] for i in run.keep_new])
+    drift["updates_since_build"] = int(drift["updates_since_build"]) + 1
+    drift["articles_since_build"] = int(drift["articles_since_build"]) + run.n_new
+    drift["deleted_since_build"] = int(drift["deleted_since_build"]) + run.report.deleted
+    drift["tokens_since_build"] = int(drift["tokens_since_build"]) + tokens
+    drift["oov_tokens_since_build"] = int(drift["oov_tokens_since_build"]) + oov
+    drift["new_share"] = round(drift["articles_since_build"] / max(1, int(drift["base_articles"])), 6)
+    drift["oov_token_share"] = round(drift["oov_tokens_since_build"] / max(1, drift["tokens_since_build"]), 6)
+    run.report.drift = drift
+    run.report.rebuild_reasons = drift_advice(drift, run.build_config)
+    run.report.articles = int(run.alive.sum())
+
+
+def write(run: UpdateRun) -> None:
+    """The new version: the parent's unchanged files and parts hard-linked, one new part with the
+    new rows (or, past MAX_DELTAS parts, one merged part of every row since the build), the lists
+    rewritten whole."""
+    parent, report, drift, n_old = run.parent, run.report, run.report.drift, run.n_old
+    columns, corpus, ingested = run.columns, run.corpus, run.ingested
+    new_rows_meta = [run.new_meta[i] for i in run.keep_new]
+    with VersionWriter(run.data_dir) as writer:
+        for name in UNCHANGED:
+            if parent.has(name):
+                parent.link_into(writer, name)
+        parts = {name: parent.parts(name) for name in SEGMENTED if parent.has(name)}
+        # The build's rows stay in its files; the rows since then are in the later parts.
+        n_base = int(np.load(parent.path / parts["dense.npy"][0], mmap_mode="r").shape[0])
+        compact = len(parts["dense.npy"]) > MAX_DELTAS
+        start = n_base if compact else n_old
+        if compact:
+            parts = {name: names[:1] for name, names in parts.items()}
+        for part in sorted({part for names in parts.values() for part in names}):
+            parent.link_into(writer, part)
+        if compact or run.n_new:
+            folder = f"delta-{drift['updates_since_build']:04d}"
+            while any(part.startswith(f"{folder}/") for part in parent.files):
+                folder += "x"  # never reuse a parent's part name (a rolled-back lineage)
+            if compact:  # the parent's tfidf rows since the build, then the new ones
+                sparse = parent.sparse("tfidf", len(run.terms)) if run.sparse is None else run.sparse
+                old_rows, before = tail(sparse, start)
+                matrices = {"tfidf": (append_rows(old_rows, run.new_sparse), before)}
+            else:
+                matrices = {"tfidf": (run.new_sparse, parent.nnz("tfidf"))}
+            if "signature_indptr.npy" in parts:
+                matrices["signature"] = tail(corpus.sparse, start)
+            if "expanded_indptr.npy" in parts and corpus.expanded is not None:
+                matrices["expanded"] = tail(corpus.expanded, start)
+            # The parent's rows since the build, then the new ones (only the new ones unless compacting).
+            metadata = (parent.raw_lines("articles.jsonl", 1) if compact else b"") + b"".join(
+                json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode() + b"\n" for row in new_rows_meta
+            )
+            part_columns = columns.take(np.arange(start, n_old)).then(run.new_columns) if compact else run.new_columns
+            place = Placement(
+                start, {name: int(getattr(columns, name).offsets[start]) for name in STRINGS}, parent.page_offsets(parts)
+            )
+            save_rows(writer, folder, place, dense=run.dense[start:], columns=part_columns, metadata=metadata,
+                      matrices=matrices, simhash=None if run.simhash is None else run.simhash[start:])
+            parts = {name: names + [f"{folder}/{name}"] for name, names in parts.items()}
+        writer.save_array("neighbours.npy", run.lists.ids)
+        writer.save_array("neighbour_scores.npy", run.lists.scores)
+        if run.served is not None:
+            writer.save_array("served.npy", run.served[0])
+            writer.save_array("served_scores.npy", run.served[1])
+        writer.save_array("alive.npy", run.alive)
+        write_rejects(ingested.rejects, writer.path("rejects.jsonl"))
+        parent_meta = parent.manifest.data
+        meta = {
+            "kind": "update",
+            "parent": parent.name,
+            "built_at": _utc_now(),
+            "base_built_at": parent_meta.get("base_built_at", parent_meta.get("built_at")),
+            "source": {"path": str(run.source.resolve()), "records": ingested.records},
+            "config": parent_meta["config"],
+            "counts": {
+                "articles": report.articles, "rows": n_old + run.n_new, "tombstones": int((~run.alive).sum()),
+                "rejects": report.rejects, "vocabulary": len(run.terms),
+            },
+            "update": {
+                "added": report.added, "replaced": report.replaced, "deleted": report.deleted,
+                "unchanged": report.unchanged, "not_found": report.not_found,
+                "refreshed": report.refreshed, "refilled": report.refilled, "served_cleared": report.served_cleared,
+            },
+            "dims": int(run.dense.shape[1]),
+            "index_type": type(faiss.downcast_index(run.index_parts[0])).__name__,
+            "libraries": library_versions(),
+            "stages": run.stages,  # serialized at commit: the stages before this one
+            "drift": drift,
+        }
+        run.version = writer.commit(meta, update_hash(parent.manifest, run.source), parts)
+
+
+def publish_version(run: UpdateRun) -> None:
+    publish(run.data_dir, run.version, checksums=False)  # commit just hashed every file it wrote
+
+
+@dataclass(frozen=True)
+class UpdateStage:
+    name: str
+    run: Callable[[UpdateRun], None]
+
+
+# The stages of a build (recommender/build.py), where an update has them, plus its own.
+STAGES = (
+    UpdateStage("ingest", ingest),
+    UpdateStage("vectorize", vectorize),
+    UpdateStage("load", load),
+    UpdateStage("new_lists", new_lists),
+    UpdateStage("refresh", refresh),
+    UpdateStage("served", serve_lists),
+    UpdateStage("drift", measure_drift),
+    UpdateStage("write", write),
+    UpdateStage("publish", publish_version),
+)
+
+
 def update(
     source: Path, data_dir: Path, *, build_config: BuildConfig | None = None, progress: bool = False,
 ) -> UpdateReport:
@@ -533,291 +889,23 @@ def update(
     if not source.is_file():
         raise RelatedError(f"update file not found: {source}")
     with build_lock(data_dir):
-        stages: dict[str, float] = {}
-        clock = [time.perf_counter()]
-
-        def stage(name: str) -> None:
-            now = time.perf_counter()
-            stages[name] = round(now - clock[0], 3)
-            log.info("%s: %.2fs", name, now - clock[0])
-            clock[0] = now
-
-        current = current_version(data_dir)
-        if current is None:
-            raise NoIndexError(f"no current version in {data_dir}: run `related build` before `related update`")
-        parent = ParentVersion(current)
-        unknown = sorted(parent.logical_files() - set(UNCHANGED) - set(REWRITTEN) - set(SEGMENTED))
-        if unknown:
-            raise RelatedError(
-                f"version {parent.name} has files `related update` does not know how to extend "
-                f"({', '.join(unknown)}): run a full `related build`"
-            )
-        config = PipelineConfig.from_manifest(parent.manifest.data["config"], origin=f"manifest of {parent.name}")
-        build_config = build_config or config.build
-        params = config.neighbours.params()
-        report = UpdateReport(version=None, parent=parent.name)
-
-        ingested = read_source(source, allow_delete=True)
-        report.records, report.rejects, report.rejected = ingested.records, len(ingested.rejects), ingested.rejects
-        for reject in ingested.rejects[:20]:
-            log.warning("rejected line %s (id=%s): %s", reject.line, reject.id, reject.reason)
-        if ingested.records and not ingested.articles and not ingested.deletions:
-            raise RelatedError(f"no valid record in {source}: {ingested.records} records, all rejected")
-        share = len(ingested.rejects) / max(1, ingested.records)
-        if share > build_config.max_reject_share:
-            raise RelatedError(
-                f"{len(ingested.rejects)} of {ingested.records} update records rejected ({share:.0%}), more than "
-                f"build.max_reject_share={build_config.max_reject_share:.0%} (first: "
-                + "; ".join(f"line {r.line}: {r.reason}" for r in ingested.rejects[:3]) + ")"
-            )
-        stage("ingest")
-
-        # -- what changes -----------------------------------------------------------------
-        terms = parent.json("vocabulary.json")
-        state = {name: parent.array(f"{name}.npy") for name in STATE_ARRAYS}
-        vectorizer = ArticleVectorizer.from_state(config.text, config.reduce, terms, state)
-        columns, row_of = parent.columns()
-        alive = np.array(parent.array("alive.npy"), dtype=bool)
-        n_old = len(columns)
-        if not parent.has("tfidf_indptr.npy") or alive.shape[0] != n_old:
-            raise CorruptArtifactError(f"version {parent.name}: no tfidf rows, or row counts of articles and alive differ")
-
-        def live_row(article_id: str) -> int | None:
-            row = row_of.get(article_id)
-            return row if row is not None and alive[row] else None
-
-        # The stored TF-IDF rows are read only to compare re-sent articles (or as signatures of old builds).
-        sparse: sp.csr_matrix | None = None
-        if any(live_row(a.id) is not None for a in ingested.articles) or not parent.has("signature_indptr.npy"):
-            sparse = parent.sparse("tfidf", len(terms))
-            if sparse.shape[0] != n_old:
-                raise CorruptArtifactError(f"version {parent.name}: row counts of articles and tfidf differ")
-
-        docs = documents(ingested.articles, config)
-        new_meta = article_rows(ingested.articles, docs)
-        analysed = [vectorizer.analyze(doc) for doc in docs]  # once: the drift counts read them too
-        vectors = vectorizer.transform(docs, analysed) if docs else None
-        stage("vectorize")
-
-        dead: list[int] = []
-        keep_new: list[int] = []
-        for i, article in enumerate(ingested.articles):
-            old = live_row(article.id)
-            if old is not None:
-                if _same(new_meta[i], columns, old, vectors.sparse[i], sparse[old]):
-                    report.unchanged += 1
-                    continue
-                report.replaced += 1
-                dead.append(old)
-            else:
-                report.added += 1
-            keep_new.append(i)
-        for deletion in ingested.deletions:
-            old = live_row(deletion.id)
-            if old is None:
-                report.not_found += 1
-                log.warning("delete: no article with id %r in version %s", deletion.id, parent.name)
-                continue
-            report.deleted += 1
-            dead.append(old)
-        if not keep_new and not dead:
-            prune(data_dir, build_config.keep)  # leftovers of killed runs; we hold the lock
-            report.articles = int(alive.sum())
-            report.drift = base_drift(parent.manifest)
-            report.rebuild_reasons = drift_advice(report.drift, build_config)
-            report.seconds = time.perf_counter() - started
-            return report
-
-        # -- the corpus with the new rows ------------------------------------------------------
-        n_new = len(keep_new)
-        dead_rows = np.array(sorted(set(dead)), dtype=np.int64)
-        alive[dead_rows] = False
-        pick = np.array(keep_new, dtype=np.int64)
-        new_terms = [analysed[i] for i in keep_new]
-        new_rows_meta = [new_meta[i] for i in keep_new]
-        new_columns = ArticleColumns.from_rows(new_rows_meta)
-        new_sparse = vectors.sparse[pick] if n_new else sp.csr_matrix((0, len(terms)), dtype=np.float32)
-        new_dense = vectors.dense[pick] if n_new else np.empty((0, 0), np.float32)
-        n_rows = n_old + n_new
-        alive = np.concatenate([alive, np.ones(n_new, dtype=bool)])
-        # Pair scores use each row's top-weighted terms (signatures) when the build stored them.
-        if not parent.has("signature_indptr.npy"):
-            params = replace(params, signature_terms=0)
-            new_signature = new_sparse
-            signature = append_rows(sparse, new_sparse)
-        else:
-            new_signature = prune_rows(new_sparse, params.signature_terms)
-            signature = parent.sparse_with("signature", len(terms), new_signature)
-        dense = parent.rows_with("dense.npy", new_dense if n_new else None)
-        index_parts = parent.index_parts()  # memory-mapped; the new rows get a part of their own
-        if n_new:
-            index_parts.append(flat(new_dense))
-        index = index_parts[0] if len(index_parts) == 1 else stack(index_parts)
-        if index.ntotal != n_rows or dense.shape[0] != n_rows or signature.shape[0] != n_rows:
-            raise CorruptArtifactError(f"version {parent.name}: row counts of articles, dense, signatures and index differ")
-        simhash = None
-        if parent.has("simhash.npy"):
-            simhash = parent.rows_with("simhash.npy", signatures(new_sparse) if n_new else None)
-        times = np.concatenate([columns.published, new_columns.published])
-        has_expanded = parent.has("expanded_indptr.npy")
-        corpus = Corpus(index=index, sparse=signature, times=times, alive=alive, dense=dense)
-        stage("load")
-
-        # -- lists of the new rows -------------------------------------------------------------
-        new_idx = np.arange(n_old, n_old + n_new)
-        new_expanded = None
-        if n_new:
-            queries = Queries(new_signature, new_dense, times[new_idx], self_ids=new_idx)
-            parts, new_expanded = score_rows(corpus, queries, params)  # does not read corpus.expanded
-            if has_expanded and new_expanded is None:  # feedback off: the build stored plain rows
-                new_expanded = new_signature
-        if has_expanded:
-            corpus.expanded = parent.sparse_with(
-                "expanded", len(terms), new_signature[:0] if new_expanded is None else new_expanded
-            )
-        if n_new:
-            new_lists, cand_ids, cand_scores = finish_rows(corpus, queries, params, parts, new_expanded)
-        else:
-            new_lists = Lists(np.empty((0, params.k), np.int32), np.empty((0, params.k), np.float32))
-        lists = Lists(parent.rows_with("neighbours.npy", new_lists.ids), parent.rows_with("neighbour_scores.npy", new_lists.scores))
-        stage("new_lists")
-
-        # -- lists that lose a tombstoned row: refilled ---------------------------------------
-        if dead_rows.size:
-            lists.ids[dead_rows] = MISSING
-            lists.scores[dead_rows] = 0.0
-            stale = np.flatnonzero(np.isin(lists.ids, dead_rows).any(axis=1) & alive)
-        else:
-            stale = np.empty(0, np.int64)
-        eligible = alive.copy()
-        eligible[n_old:] = False
-        eligible[stale] = False
-        if n_new:  # targeted refresh of existing lists
-            report.refreshed = merge_new(lists, new_idx, cand_ids, cand_scores, eligible)
-        if stale.size:
-            queries = Queries(signature[stale], dense[stale], times[stale], self_ids=stale)
-            stored = None if corpus.expanded is None else corpus.expanded[stale]
-            parts, _ = score_rows(corpus, queries, params, expand_queries=False)
-            refilled, _, _ = finish_rows(corpus, queries, params, parts, stored)
-            lists.ids[stale], lists.scores[stale] = refilled.ids, refilled.scores
-            report.refilled = int(stale.size)
-        stage("refresh")
-
-        # -- served lists, for the lists that changed -----------------------------------------
-        served = None
-        if parent.has("served.npy") and simhash is not None and precomputable(config.policy):
-            old_ids, old_scores = parent.array("neighbours.npy"), parent.array("neighbour_scores.npy")
-            changed = np.flatnonzero(
-                (lists.ids[:n_old] != old_ids).any(axis=1) | (lists.scores[:n_old] != old_scores).any(axis=1)
-            )
-            changed = np.concatenate([new_idx, changed])
-            changed, cleared = changed[:SERVED_RECOMPUTE_MAX], changed[SERVED_RECOMPUTE_MAX:]
-            width = parent.array("served.npy").shape[1]
-            served = (
-                parent.rows_with("served.npy", np.full((n_new, width), -1, np.int32)),
-                parent.rows_with("served_scores.npy", np.zeros((n_new, width), np.float32)),
-            )
-            if sparse is None:
-                sparse = parent.sparse("tfidf", len(terms))
-            served[0][cleared], served[1][cleared] = -1, 0.0
-            if changed.size:
-                served[0][changed], served[1][changed] = changed_served_lists(
-                    config.policy, columns, new_columns, sparse, new_sparse, dense, simhash, alive, lists, changed, width
-                )
-            report.served_cleared = int(cleared.size)
-        stage("served")
-
-        # -- drift -----------------------------------------------------------------------------
-        drift = base_drift(parent.manifest)
-        tokens, oov = oov_counts(vectorizer, new_terms)
-        drift["updates_since_build"] = int(drift["updates_since_build"]) + 1
-        drift["articles_since_build"] = int(drift["articles_since_build"]) + n_new
-        drift["deleted_since_build"] = int(drift["deleted_since_build"]) + report.deleted
-        drift["tokens_since_build"] = int(drift["tokens_since_build"]) + tokens
-        drift["oov_tokens_since_build"] = int(drift["oov_tokens_since_build"]) + oov
-        drift["new_share"] = round(drift["articles_since_build"] / max(1, int(drift["base_articles"])), 6)
-        drift["oov_token_share"] = round(drift["oov_tokens_since_build"] / max(1, drift["tokens_since_build"]), 6)
-        report.drift = drift
-        report.rebuild_reasons = drift_advice(drift, build_config)
-        report.articles = int(alive.sum())
-        stage("drift")
-
-        # -- write, verify, publish ------------------------------------------------------------
-        with VersionWriter(data_dir) as writer:
-            for name in UNCHANGED:
-                if parent.has(name):
-                    parent.link_into(writer, name)
-            parts = {name: parent.parts(name) for name in SEGMENTED if parent.has(name)}
-            # The build's rows stay in its files; the rows since then are in the later parts.
-            n_base = int(np.load(parent.path / parts["dense.npy"][0], mmap_mode="r").shape[0])
-            compact = len(parts["dense.npy"]) > MAX_DELTAS
-            start = n_base if compact else n_old
-            if compact:
-                parts = {name: names[:1] for name, names in parts.items()}
-            for part in sorted({part for names in parts.values() for part in names}):
-                parent.link_into(writer, part)
-            if compact or n_new:
-                folder = f"delta-{drift['updates_since_build']:04d}"
-                while any(part.startswith(f"{folder}/") for part in parent.files):
-                    folder += "x"  # never reuse a parent's part name (a rolled-back lineage)
-                if compact:  # the parent's tfidf rows since the build, then the new ones
-                    sparse = parent.sparse("tfidf", len(terms)) if sparse is None else sparse
-                    old_rows, before = tail(sparse, start)
-                    matrices = {"tfidf": (append_rows(old_rows, new_sparse), before)}
-                else:
-                    matrices = {"tfidf": (new_sparse, parent.nnz("tfidf"))}
-                if "signature_indptr.npy" in parts:
-                    matrices["signature"] = tail(signature, start)
-                if "expanded_indptr.npy" in parts and corpus.expanded is not None:
-                    matrices["expanded"] = tail(corpus.expanded, start)
-                # The parent's rows since the build, then the new ones (only the new ones unless compacting).
-                metadata = (parent.raw_lines("articles.jsonl", 1) if compact else b"") + b"".join(
-                    json.dumps(row, ensure_ascii=False, separators=(",", ":")).encode() + b"\n" for row in new_rows_meta
-                )
-                part_columns = columns.take(np.arange(start, n_old)).then(new_columns) if compact else new_columns
-                place = Placement(
-                    start, {name: int(getattr(columns, name).offsets[start]) for name in STRINGS}, parent.page_offsets(parts)
-                )
-                save_rows(writer, folder, place, dense=dense[start:], columns=part_columns, metadata=metadata,
-                          matrices=matrices, simhash=None if simhash is None else simhash[start:])
-                parts = {name: names + [f"{folder}/{name}"] for name, names in parts.items()}
-            writer.save_array("neighbours.npy", lists.ids)
-            writer.save_array("neighbour_scores.npy", lists.scores)
-            if served is not None:
-                writer.save_array("served.npy", served[0])
-                writer.save_array("served_scores.npy", served[1])
-            writer.save_array("alive.npy", alive)
-            write_rejects(ingested.rejects, writer.path("rejects.jsonl"))
-            parent_meta = parent.manifest.data
-            meta = {
-                "kind": "update",
-                "parent": parent.name,
-                "built_at": _utc_now(),
-                "base_built_at": parent_meta.get("base_built_at", parent_meta.get("built_at")),
-                "source": {"path": str(source.resolve()), "records": ingested.records},
-                "config": parent_meta["config"],
-                "counts": {
-                    "articles": report.articles, "rows": n_rows, "tombstones": int((~alive).sum()),
-                    "rejects": report.rejects, "vocabulary": len(terms),
-                },
-                "update": {
-                    "added": report.added, "replaced": report.replaced, "deleted": report.deleted,
-                    "unchanged": report.unchanged, "not_found": report.not_found,
-                    "refreshed": report.refreshed, "refilled": report.refilled, "served_cleared": report.served_cleared,
-                },
-                "dims": int(dense.shape[1]),
-                "index_type": type(faiss.downcast_index(index_parts[0])).__name__,
-                "libraries": library_versions(),
-                "stages": stages,
-                "drift": drift,
-            }
-            version = writer.commit(meta, update_hash(parent.manifest, source), parts)
-        stage("write")
-        publish(data_dir, version, checksums=False)  # commit just hashed every file it wrote
-        stage("publish")
-        for old in prune(data_dir, build_config.keep):
+        run = open_parent(source, data_dir, build_config)
+        report = run.report
+        for stage in STAGES:
+            began = time.perf_counter()
+            stage.run(run)
+            run.stages[stage.name] = round(time.perf_counter() - began, 3)
+            log.info("%s: %.2fs", stage.name, time.perf_counter() - began)
+            if stage.name == "vectorize" and not run.keep_new and not run.dead:  # nothing changes: no version
+                prune(data_dir, run.build_config.keep)  # leftovers of killed runs; we hold the lock
+                report.articles = int(run.alive.sum())
+                report.drift = base_drift(run.parent.manifest)
+                report.rebuild_reasons = drift_advice(report.drift, run.build_config)
+                report.seconds = time.perf_counter() - started
+                return report
+        for old in prune(data_dir, run.build_config.keep):
             log.info("pruned old version %s", old.name)
-        report.version = version
-        report.stages = stages
+        report.version = run.version
+        report.stages = run.stages
         report.seconds = time.perf_counter() - started
         return report
