@@ -95,7 +95,8 @@ def compute_neighbours(
 ) -> tuple[Corpus, np.ndarray, np.ndarray]:
     params = config.neighbours.params()
     corpus = Corpus(
-        index=index, sparse=prune_rows(vectors.sparse, params.signature_terms), times=times, dense=vectors.dense
+        index=index, sparse=prune_rows(vectors.sparse, params.signature_terms), times=times, dense=vectors.dense,
+        rerank=config.index.rerank,
     )
     ids, scores = build_neighbours(corpus, params, vectors.dense, progress=progress)
     return corpus, ids, scores

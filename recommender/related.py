@@ -90,6 +90,7 @@ class RelatedIndex:
             expanded=load_sparse(version, "expanded", len(terms), required=False),
             alive=self.catalog.alive,
             dense=self.dense,
+            rerank=self.config.index.rerank,
         )
         self.policy = Policy(self.config.policy)
         # Lists the policy gives unfiltered requests, precomputed by the build (served.py).

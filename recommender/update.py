@@ -633,7 +633,9 @@ def update(
             coverage = parent.rows_with("lsa_coverage.npy", vectors.coverage[pick] if n_new else None)
         times = publication_times(rows)
         has_expanded = parent.has("expanded_indptr.npy")
-        corpus = Corpus(index=index, sparse=signature, times=times, alive=alive, dense=dense)
+        corpus = Corpus(
+            index=index, sparse=signature, times=times, alive=alive, dense=dense, rerank=config.index.rerank
+        )
         stage("load")
 
         # -- lists of the new rows -------------------------------------------------------------
