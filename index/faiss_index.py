@@ -99,12 +99,13 @@ def _find_hnsw(index: faiss.Index) -> faiss.IndexHNSW | None:
     return None
 
 
-def _set_ef_search(index: faiss.Index, ef_search: int, nprobe: int | None = None) -> None:
+def _set_query_knobs(index: faiss.Index, ef_search: int | None, nprobe: int | None) -> None:
     """Query-time knobs (efSearch for HNSW, nprobe for IVF); Flat indexes have none."""
-    if ef_search < 1:
-        raise ValueError(f"ef_search must be >= 1, got {ef_search}")
+    for name, value in (("ef_search", ef_search), ("nprobe", nprobe)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
     hnsw = _find_hnsw(index)
-    if hnsw is not None:
+    if hnsw is not None and ef_search is not None:
         hnsw.hnsw.efSearch = int(ef_search)
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None and nprobe is not None:
@@ -320,8 +321,7 @@ def load_index(
             index = None  # this index type cannot be mapped: read it plainly
     if index is None:
         index = faiss.read_index(str(path))
-    if ef_search is not None:
-        _set_ef_search(index, ef_search, nprobe)
+    _set_query_knobs(index, ef_search, nprobe)
     return index
 
 

@@ -134,6 +134,9 @@ def test_load_sets_ef_search(tmp_path: Path, data: np.ndarray) -> None:
     flat = build_index(data[:50], IndexParams())
     save_index(flat, tmp_path / "f.faiss")
     assert load_index(tmp_path / "f.faiss", ef_search=300).ntotal == 50
+    # nprobe alone reaches an IVF index (it used to be applied only together with ef_search)
+    save_index(build_index(data[:500], KINDS["ivf"]), tmp_path / "i.faiss")
+    assert load_index(tmp_path / "i.faiss", nprobe=3).nprobe == 3
 
 
 def test_load_missing_file(tmp_path: Path) -> None:
