@@ -40,6 +40,7 @@ __all__ = [
     "recall_at_k",
     "is_mmapped",
     "is_lossy",
+    "rerank_factor",
 ]
 
 LARGE_KINDS = ("ivf", "hnsw", "ivfpq")
@@ -185,6 +186,14 @@ def is_lossy(index: faiss.Index) -> bool:
     return any(ivf is not None and isinstance(faiss.downcast_index(ivf), faiss.IndexIVFPQ) for ivf in ivfs)
 
 
+def rerank_factor(index: faiss.Index, rerank: int) -> int:
+    """`rerank` for a lossy index, 0 (no re-scoring) for one whose scores are exact.
+
+    Decided once per loaded index: the check costs tens of microseconds, a request's budget.
+    """
+    return rerank if is_lossy(index) else 0
+
+
 def add_vectors(index: faiss.Index, vectors: np.ndarray) -> None:
     """Append rows (incremental update); they get ids ntotal..ntotal+n-1."""
     if is_mmapped(index):
@@ -236,9 +245,9 @@ def search(
     Where the index returns fewer than k' hits (possible with HNSW) the id is -1
     and the score -inf.
 
-    `vectors`: the rows the index holds (the memory-mapped dense.npy). Given one and a
-    lossy index (`is_lossy`), k * `rerank` candidates are re-scored by exact inner
-    product and the best k kept, so scores are exact and recall is close to IVF-Flat's.
+    `vectors`: the rows the index holds (the memory-mapped dense.npy). Given them,
+    k * `rerank` candidates are re-scored by exact inner product and the best k kept:
+    what a lossy index (`is_lossy`) needs for exact scores and IVF-Flat-like recall.
     """
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
@@ -251,11 +260,10 @@ def search(
     ids = np.empty((n, k), dtype=np.int64)
     if k == 0 or n == 0:
         return scores, ids
-    exact = vectors is not None and is_lossy(index)
-    shortlist = min(k * rerank, int(index.ntotal)) if exact else k
+    shortlist = min(k * rerank, int(index.ntotal)) if vectors is not None else k
     for start in range(0, n, batch_size):
         s, i = index.search(q[start : start + batch_size], shortlist)
-        if exact:
+        if vectors is not None:
             s, i = _rescore(vectors, q[start : start + batch_size], i, k)
         scores[start : start + len(s)] = s
         ids[start : start + len(i)] = i

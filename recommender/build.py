@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from tqdm import tqdm
 
 from index.artifacts import VersionWriter, build_lock, current_version, find_version_by_hash, prune, publish
-from index.faiss_index import IndexParams, build_index
+from index.faiss_index import IndexParams, build_index, rerank_factor
 from index.neighbours import Corpus, build_neighbours, prune_rows
 from recommender.analysis import detect_language
 from recommender.articles import Article, Ingested
@@ -96,7 +96,7 @@ def compute_neighbours(
     params = config.neighbours.params()
     corpus = Corpus(
         index=index, sparse=prune_rows(vectors.sparse, params.signature_terms), times=times, dense=vectors.dense,
-        rerank=config.index.rerank,
+        rerank=rerank_factor(index, config.index.rerank),
     )
     ids, scores = build_neighbours(corpus, params, vectors.dense, progress=progress)
     return corpus, ids, scores

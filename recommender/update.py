@@ -52,7 +52,7 @@ import scipy.sparse as sp
 from index import segments
 from index.artifacts import Manifest, Version, VersionWriter, build_lock, current_version, prune, publish, read_manifest
 from index.errors import CorruptArtifactError, NoIndexError
-from index.faiss_index import flat, load_index, stack
+from index.faiss_index import flat, load_index, rerank_factor, stack
 from index.neighbours import (
     MISSING,
     Corpus,
@@ -634,7 +634,8 @@ def update(
         times = publication_times(rows)
         has_expanded = parent.has("expanded_indptr.npy")
         corpus = Corpus(
-            index=index, sparse=signature, times=times, alive=alive, dense=dense, rerank=config.index.rerank
+            index=index, sparse=signature, times=times, alive=alive, dense=dense,
+            rerank=rerank_factor(index, config.index.rerank),
         )
         stage("load")
 

@@ -24,6 +24,7 @@ from index.faiss_index import (
     is_mmapped,
     load_index,
     recall_at_k,
+    rerank_factor,
     save_index,
     search,
     stack,
@@ -288,6 +289,7 @@ def test_rerank_spans_stacked_parts(pq_index: faiss.Index, pq_data: np.ndarray) 
     extra = clustered_vectors(50, D, seed=21)
     stacked = stack([pq_index, flat(extra)])
     assert is_lossy(stacked) and not is_lossy(flat(extra))
+    assert rerank_factor(stacked, 4) == 4 and rerank_factor(flat(extra), 4) == 0
     _, ids = search(stacked, extra, 1, vectors=np.concatenate([pq_data, extra]), rerank=4)
     assert np.array_equal(ids[:, 0], np.arange(len(pq_data), len(pq_data) + 50))
 
