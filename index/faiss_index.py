@@ -5,11 +5,15 @@ Inner product on unit vectors is cosine similarity. Ids are row positions
 plain positional ids work for both Flat and HNSW.
 
 Exact (IndexFlatIP) up to `IndexParams.exact_max` vectors, because brute force
-is fast enough there and has perfect recall; above it IVF (default) or HNSW,
-because brute-force all-pairs neighbours become quadratic. IVF is the default
-for large corpora because the build computes every article's neighbours: at
-100k x 256 dims on 2 cores IVF trains, adds and answers all queries in a small
+is fast enough there and has perfect recall; above it IVF (default), HNSW or
+IVF-PQ, because brute-force all-pairs neighbours become quadratic. IVF is the
+default for large corpora because the build computes every article's neighbours:
+at 100k x 256 dims on 2 cores IVF trains, adds and answers all queries in a small
 fraction of the time HNSW needs just to insert (benchmarks/build_scale.py).
+IVF-PQ stores 1/16 of the bytes per article (64-byte codes instead of 1 KiB
+vectors) but its scores are approximate: `search` re-scores a short list exactly
+against the dense vectors the service memory-maps anyway
+(benchmarks/index_choice.py measures all three).
 """
 
 from __future__ import annotations
@@ -35,9 +39,13 @@ __all__ = [
     "exact_search",
     "recall_at_k",
     "is_mmapped",
+    "is_lossy",
+    "rerank_factor",
 ]
 
+LARGE_KINDS = ("ivf", "hnsw", "ivfpq")
 _IVF_TRAIN_PER_CELL = 40  # k-means training points per IVF cell
+_PQ_TRAIN_PER_CENTROID = 64  # training points per PQ centroid (faiss warns below 39)
 # Rows added per faiss call: bounds temporary memory and keeps progress granular.
 _ADD_BATCH = 65_536
 
@@ -47,19 +55,24 @@ class IndexParams:
     """How to build the index. Defaults favour recall over build speed."""
 
     exact_max: int = 50_000  # IndexFlatIP up to this many vectors, `large` above
-    large: str = "ivf"  # "ivf" or "hnsw"
+    large: str = "ivf"  # "ivf", "hnsw" or "ivfpq"
     hnsw_m: int = 32
     ef_construction: int = 80
     ef_search: int = 128
     nlist: int = 0  # IVF cells; 0 = 4 * sqrt(N)
     nprobe: int = 16
+    pq_m: int = 64  # IVF-PQ sub-quantizers: bytes per article at 8 bits; must divide the dimension
+    pq_nbits: int = 8
+    rerank: int = 1  # IVF-PQ: k * rerank candidates are re-scored exactly, the best k kept
 
     def __post_init__(self) -> None:
         if self.exact_max < 0:
             raise ValueError(f"exact_max must be >= 0, got {self.exact_max}")
-        if self.large not in ("ivf", "hnsw"):
-            raise ValueError(f"large must be 'ivf' or 'hnsw', got {self.large!r}")
-        for name in ("hnsw_m", "ef_construction", "ef_search", "nprobe"):
+        if self.large not in LARGE_KINDS:
+            raise ValueError(f"large must be one of {LARGE_KINDS}, got {self.large!r}")
+        if not 1 <= self.pq_nbits <= 16:
+            raise ValueError(f"pq_nbits must be in 1..16, got {self.pq_nbits}")
+        for name in ("hnsw_m", "ef_construction", "ef_search", "nprobe", "pq_m", "rerank"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -87,12 +100,13 @@ def _find_hnsw(index: faiss.Index) -> faiss.IndexHNSW | None:
     return None
 
 
-def _set_ef_search(index: faiss.Index, ef_search: int, nprobe: int | None = None) -> None:
+def _set_query_knobs(index: faiss.Index, ef_search: int | None, nprobe: int | None) -> None:
     """Query-time knobs (efSearch for HNSW, nprobe for IVF); Flat indexes have none."""
-    if ef_search < 1:
-        raise ValueError(f"ef_search must be >= 1, got {ef_search}")
+    for name, value in (("ef_search", ef_search), ("nprobe", nprobe)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
     hnsw = _find_hnsw(index)
-    if hnsw is not None:
+    if hnsw is not None and ef_search is not None:
         hnsw.hnsw.efSearch = int(ef_search)
     ivf = faiss.try_extract_index_ivf(index)
     if ivf is not None and nprobe is not None:
@@ -110,12 +124,22 @@ def build_index(vectors: np.ndarray, params: IndexParams) -> faiss.Index:
     if d < 1:
         raise ValueError("vectors must have at least one dimension")
     index: faiss.Index
-    if n <= params.exact_max:
+    # Too few rows to train PQ codes well are also few enough for exact search to be cheap.
+    pq_rows = (1 << params.pq_nbits) * _PQ_TRAIN_PER_CENTROID
+    if n <= params.exact_max or (params.large == "ivfpq" and n < pq_rows):
         index = faiss.IndexFlatIP(d)
-    elif params.large == "ivf":
+    elif params.large in ("ivf", "ivfpq"):
         nlist = max(1, min(n, params.nlist or int(4 * np.sqrt(n))))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        sample = np.random.default_rng(0).choice(n, min(n, nlist * _IVF_TRAIN_PER_CELL), replace=False)
+        quantizer = faiss.IndexFlatIP(d)
+        train = nlist * _IVF_TRAIN_PER_CELL
+        if params.large == "ivf":
+            index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        else:
+            if d % params.pq_m:
+                raise ValueError(f"pq_m ({params.pq_m}) must divide the dimension ({d})")
+            index = faiss.IndexIVFPQ(quantizer, d, nlist, params.pq_m, params.pq_nbits, faiss.METRIC_INNER_PRODUCT)
+            train = max(train, pq_rows)
+        sample = np.random.default_rng(0).choice(n, min(n, train), replace=False)
         index.train(x[np.sort(sample)])
         index.nprobe = params.nprobe
     else:
@@ -131,13 +155,43 @@ def is_mmapped(index: faiss.Index) -> bool:
     idx = faiss.downcast_index(index)
     owners = []
     hnsw = _find_hnsw(idx)
+    ivf = faiss.try_extract_index_ivf(idx)
     if hnsw is not None:
         owners.append(getattr(faiss.downcast_index(hnsw.storage), "codes", None))
         owners.append(getattr(hnsw.hnsw, "neighbors", None))
+    elif ivf is not None:
+        lists = faiss.downcast_InvertedLists(ivf.invlists)
+        if getattr(lists, "read_only", False):  # OnDiskInvertedLists (IO_FLAG_MMAP)
+            return True
+        codes = getattr(lists, "codes", None)
+        if codes is not None and ivf.nlist > 0:
+            owners.append(codes.at(0))  # lists are mapped all together or not at all
     else:
         owners.append(getattr(idx, "codes", None))
     # Older faiss used std::vector (always owned, no `is_owned`).
     return any(o is not None and getattr(o, "is_owned", True) is False for o in owners)
+
+
+def _parts(index: faiss.Index) -> list[faiss.Index]:
+    """The indexes a `stack` searches, or the index itself."""
+    idx = faiss.downcast_index(index)
+    if isinstance(idx, faiss.IndexShards):
+        return [faiss.downcast_index(idx.at(i)) for i in range(idx.count())]
+    return [idx]
+
+
+def is_lossy(index: faiss.Index) -> bool:
+    """True if the index's scores are approximations (PQ codes) rather than exact inner products."""
+    ivfs = (faiss.try_extract_index_ivf(p) for p in _parts(index))
+    return any(ivf is not None and isinstance(faiss.downcast_index(ivf), faiss.IndexIVFPQ) for ivf in ivfs)
+
+
+def rerank_factor(index: faiss.Index, rerank: int) -> int:
+    """`rerank` for a lossy index, 0 (no re-scoring) for one whose scores are exact.
+
+    Decided once per loaded index: the check costs tens of microseconds, a request's budget.
+    """
+    return rerank if is_lossy(index) else 0
 
 
 def add_vectors(index: faiss.Index, vectors: np.ndarray) -> None:
@@ -177,18 +231,28 @@ def flat(vectors: np.ndarray) -> faiss.Index:
 
 
 def search(
-    index: faiss.Index, queries: np.ndarray, k: int, *, batch_size: int = 8192
+    index: faiss.Index,
+    queries: np.ndarray,
+    k: int,
+    *,
+    batch_size: int = 8192,
+    vectors: np.ndarray | None = None,
+    rerank: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k by inner product, in batches to bound the result buffers.
 
     Returns (scores float32 [n, k'], ids int64 [n, k']) with k' = min(k, ntotal).
     Where the index returns fewer than k' hits (possible with HNSW) the id is -1
     and the score -inf.
+
+    `vectors`: the rows the index holds (the memory-mapped dense.npy). Given them,
+    k * `rerank` candidates are re-scored by exact inner product and the best k kept:
+    what a lossy index (`is_lossy`) needs for exact scores and IVF-Flat-like recall.
     """
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if batch_size < 1 or rerank < 1:
+        raise ValueError(f"batch_size and rerank must be >= 1, got {batch_size}, {rerank}")
     q = _as_matrix(queries, "queries", index.d)
     n = q.shape[0]
     k = min(k, int(index.ntotal))
@@ -196,12 +260,34 @@ def search(
     ids = np.empty((n, k), dtype=np.int64)
     if k == 0 or n == 0:
         return scores, ids
+    shortlist = min(k * rerank, int(index.ntotal)) if vectors is not None else k
     for start in range(0, n, batch_size):
-        s, i = index.search(q[start : start + batch_size], k)
+        s, i = index.search(q[start : start + batch_size], shortlist)
+        if vectors is not None:
+            s, i = _rescore(vectors, q[start : start + batch_size], i, k)
         scores[start : start + len(s)] = s
         ids[start : start + len(i)] = i
     scores[ids < 0] = -np.inf
     return scores, ids
+
+
+# Gathered candidate vectors per chunk: 4 MiB stays in cache (2x faster than 64 MiB, measured).
+_RESCORE_BYTES = 1 << 22
+
+
+def _rescore(vectors: np.ndarray, queries: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner products of each query with its candidates, best k first (-1 ids last)."""
+    scores = np.empty((len(ids), k), dtype=np.float32)
+    best = np.empty((len(ids), k), dtype=np.int64)
+    rows = max(1, _RESCORE_BYTES // max(1, ids.shape[1] * queries.shape[1] * 4))
+    for start in range(0, len(ids), rows):
+        cand = ids[start : start + rows]
+        exact = np.matmul(vectors[np.maximum(cand, 0)], queries[start : start + rows, :, None])[:, :, 0]
+        exact = np.where(cand >= 0, exact, -np.inf).astype(np.float32)
+        top = np.argsort(-exact, axis=1, kind="stable")[:, :k]
+        scores[start : start + rows] = np.take_along_axis(exact, top, axis=1)
+        best[start : start + rows] = np.take_along_axis(cand, top, axis=1)
+    return scores, best
 
 
 def save_index(index: faiss.Index, path: Path) -> None:
@@ -218,8 +304,8 @@ def save_index(index: faiss.Index, path: Path) -> None:
 
 
 def _mmap_flags() -> int:
-    # IO_FLAG_MMAP_IFC (faiss >= 1.10) maps flat codes and HNSW graphs;
-    # the older IO_FLAG_MMAP only maps IVF inverted lists.
+    # IO_FLAG_MMAP_IFC (faiss >= 1.10) maps flat codes, HNSW graphs and IVF lists
+    # (checked on 1.15.1: no anonymous memory grows); the older IO_FLAG_MMAP only maps IVF lists.
     mmap_flag = getattr(faiss, "IO_FLAG_MMAP_IFC", faiss.IO_FLAG_MMAP)
     return mmap_flag | faiss.IO_FLAG_READ_ONLY
 
@@ -244,8 +330,7 @@ def load_index(
             index = None  # this index type cannot be mapped: read it plainly
     if index is None:
         index = faiss.read_index(str(path))
-    if ef_search is not None:
-        _set_ef_search(index, ef_search, nprobe)
+    _set_query_knobs(index, ef_search, nprobe)
     return index
 
 

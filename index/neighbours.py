@@ -99,6 +99,7 @@ class Corpus:
     expanded: sp.csr_matrix | None = None  # second-pass rows; None until computed
     alive: np.ndarray | None = None
     dense: np.ndarray | None = None  # the vectors FAISS holds (scores for candidates it did not return)
+    rerank: int = 0  # > 0 for a lossy index (faiss_index.rerank_factor): c * rerank candidates re-scored with `dense`
     postings: sp.csr_matrix | None = None  # signatures transposed [V, N], built on first use
 
     def term_postings(self) -> sp.csr_matrix:
@@ -163,7 +164,8 @@ def first_pass(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidates [n, c] (FAISS, plus rare-term ones) with dense and blended first-pass scores."""
     c = min(width + 1, corpus.index.ntotal)
-    dense_scores, ids = search(corpus.index, queries.dense, c)
+    exact = corpus.dense if corpus.rerank else None
+    dense_scores, ids = search(corpus.index, queries.dense, c, vectors=exact, rerank=max(1, corpus.rerank))
     if params.rare_candidates > 0 and corpus.dense is not None:
         extra = rare_term_candidates(corpus, queries, params)
         ids = merge_candidates(ids, extra)

@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from index.artifacts import VersionWriter, build_lock, current_version, find_version_by_hash, prune, publish
-from index.faiss_index import IndexParams, build_index
+from index.faiss_index import IndexParams, build_index, rerank_factor
 from index.neighbours import Corpus, NeighbourParams, build_neighbours, prune_rows
 from index.simhash import signatures
 from recommender.analysis import detect_language
@@ -295,7 +295,7 @@ def find_neighbours(run: BuildRun) -> None:
     vectors = run.vectors
     run.corpus = Corpus(
         index=run.index, sparse=prune_rows(vectors.sparse, params.signature_terms),
-        times=publication_times(run.rows), dense=vectors.dense,
+        times=publication_times(run.rows), dense=vectors.dense, rerank=rerank_factor(run.index, run.config.index.rerank),
     )
     with run.bars("neighbours", 2 * len(run.rows)) as advance:  # each article twice: two passes
         run.neighbours = run.executor.neighbours(run.corpus, params, advance)

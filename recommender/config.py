@@ -53,15 +53,22 @@ class ReduceConfig(_Section):
 
 
 class IndexConfig(_Section):
-    """FAISS index: exact (Flat) up to `exact_max` articles, IVF (or HNSW) above."""
+    """FAISS index: exact (Flat) up to `exact_max` articles, IVF (or HNSW, IVF-PQ) above."""
 
     exact_max: int = Field(50_000, ge=0)
-    large: Literal["ivf", "hnsw"] = "ivf"
+    large: Literal["ivf", "hnsw", "ivfpq"] = Field(
+        "ivf", description="Index above exact_max; benchmarks/index_choice.py measures them on a dense.npy."
+    )
     hnsw_m: int = Field(32, ge=4, le=128)
     ef_construction: int = Field(80, ge=8)
-    ef_search: int = Field(128, ge=8)
+    ef_search: int = Field(128, ge=8, description="HNSW breadth; asking more candidates does not widen it.")
     nlist: int = Field(0, ge=0, description="IVF cells (0 = 4 x sqrt(N)).")
     nprobe: int = Field(16, ge=1, description="IVF cells searched per query.")
+    pq_m: int = Field(64, ge=1, description="IVF-PQ: bytes per article at 8 bits; must divide reduce.dims.")
+    pq_nbits: int = Field(8, ge=1, le=16)
+    rerank: int = Field(
+        1, ge=1, description="IVF-PQ: k x rerank candidates re-scored exactly against the dense vectors."
+    )
 
 
 class NeighbourConfig(_Section):

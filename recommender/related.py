@@ -15,6 +15,7 @@ import scipy.sparse as sp
 from index.artifacts import Version, current_version
 from index.columns import key_code
 from index.errors import CorruptArtifactError, NoIndexError
+from index.faiss_index import rerank_factor
 from index.simhash import signatures
 from index.sparse_kernels import SortedRows
 from index.neighbours import Corpus, Queries, prune_rows, query_neighbours, score_candidates
@@ -87,6 +88,7 @@ class RelatedIndex:
             expanded=load_sparse(version, "expanded", len(terms), required=False),
             alive=self.catalog.alive,
             dense=self.dense,
+            rerank=rerank_factor(self.faiss, self.config.index.rerank),
         )
         self.policy = Policy(self.config.policy)
         # Lists the policy gives unfiltered requests, precomputed by the build (served.py).

@@ -54,7 +54,7 @@ from index import segments
 from index.artifacts import Manifest, Version, VersionWriter, build_lock, current_version, prune, publish, read_manifest
 from index.columns import KeyIndex
 from index.errors import CorruptArtifactError, NoIndexError
-from index.faiss_index import flat, load_index, stack
+from index.faiss_index import flat, load_index, rerank_factor, stack
 from index.neighbours import (
     MISSING,
     Corpus,
@@ -683,7 +683,10 @@ def load(run: UpdateRun) -> None:
     if parent.has("simhash.npy"):
         run.simhash = parent.rows_with("simhash.npy", signatures(run.new_sparse) if n_new else None)
     times = np.concatenate([run.columns.published, run.new_columns.published])
-    run.corpus = Corpus(index=index, sparse=signature, times=times, alive=run.alive, dense=run.dense)
+    run.corpus = Corpus(
+        index=index, sparse=signature, times=times, alive=run.alive, dense=run.dense,
+        rerank=rerank_factor(index, run.config.index.rerank),
+    )
 
 
 def new_lists(run: UpdateRun) -> None:

@@ -1,7 +1,10 @@
-"""Contract tests for index.faiss_index: the same checks for Flat and HNSW."""
+"""Contract tests for index.faiss_index: the same checks for Flat, HNSW and IVF; IVF-PQ's own."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import faiss
@@ -16,11 +19,15 @@ from index.faiss_index import (
     add_vectors,
     build_index,
     exact_search,
+    flat,
+    is_lossy,
     is_mmapped,
     load_index,
     recall_at_k,
+    rerank_factor,
     save_index,
     search,
+    stack,
 )
 
 N, D, K = 5_000, 64, 10
@@ -115,8 +122,8 @@ def test_save_load_round_trip(
     s2, i2 = search(loaded, queries, K)
     assert np.array_equal(i1, i2)
     np.testing.assert_array_equal(s1, s2)
-    # IVF lists are read into memory: only flat codes and HNSW graphs are mapped.
-    assert is_mmapped(loaded) == (mmap and kind != "ivf" and hasattr(faiss, "IO_FLAG_MMAP_IFC"))
+    # IO_FLAG_MMAP_IFC maps every kind; the older IO_FLAG_MMAP maps IVF lists only.
+    assert is_mmapped(loaded) == (mmap and (kind == "ivf" or hasattr(faiss, "IO_FLAG_MMAP_IFC")))
 
 
 def test_load_sets_ef_search(tmp_path: Path, data: np.ndarray) -> None:
@@ -128,6 +135,9 @@ def test_load_sets_ef_search(tmp_path: Path, data: np.ndarray) -> None:
     flat = build_index(data[:50], IndexParams())
     save_index(flat, tmp_path / "f.faiss")
     assert load_index(tmp_path / "f.faiss", ef_search=300).ntotal == 50
+    # nprobe alone reaches an IVF index (it used to be applied only together with ef_search)
+    save_index(build_index(data[:500], KINDS["ivf"]), tmp_path / "i.faiss")
+    assert load_index(tmp_path / "i.faiss", nprobe=3).nprobe == 3
 
 
 def test_load_missing_file(tmp_path: Path) -> None:
@@ -237,3 +247,109 @@ def test_search_shape_property(n: int, k: int, hnsw: bool, seed: int) -> None:
     for row in ids:
         valid = row[row >= 0]
         assert len(set(valid.tolist())) == len(valid)  # no duplicate ids
+
+
+# -- IVF-PQ: lossy codes, re-scored exactly against the dense vectors ------------------------
+
+PQ = IndexParams(exact_max=0, large="ivfpq", nlist=64, nprobe=16, pq_m=16, pq_nbits=6)  # 6 bits: trains fast
+
+
+def clustered_vectors(n: int, d: int, seed: int) -> np.ndarray:
+    """Unit vectors around 200 topics, the structure LSA vectors have (uniform ones have none)."""
+    rng = np.random.default_rng(seed)
+    topics = rng.standard_normal((200, d)).astype(np.float32)
+    x = topics[rng.integers(0, len(topics), n)] + 0.6 * rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def pq_data() -> np.ndarray:
+    return clustered_vectors(10_000, D, seed=20)
+
+
+@pytest.fixture(scope="module")
+def pq_index(pq_data: np.ndarray) -> faiss.Index:
+    return build_index(pq_data, PQ)
+
+
+def test_ivfpq_is_lossy_and_rescored(pq_index: faiss.Index, pq_data: np.ndarray) -> None:
+    assert isinstance(pq_index, faiss.IndexIVFPQ) and is_lossy(pq_index)
+    assert pq_index.code_size == PQ.pq_m * PQ.pq_nbits // 8  # bytes per article
+    queries = pq_data[::100]
+    _, exact_ids = exact_search(pq_data, queries, K)
+    _, coded = search(pq_index, queries, K)
+    scores, ids = search(pq_index, queries, K, vectors=pq_data, rerank=8)
+    assert recall_at_k(ids, exact_ids, K) >= 0.95 > recall_at_k(coded, exact_ids, K)
+    np.testing.assert_allclose(scores, np.einsum("nkd,nd->nk", pq_data[ids], queries), atol=1e-5)  # exact scores
+    assert np.all(np.diff(scores, axis=1) <= 0)
+    assert np.array_equal(ids[:, 0], np.arange(0, len(pq_data), 100))  # each query finds itself first
+
+
+def test_rerank_spans_stacked_parts(pq_index: faiss.Index, pq_data: np.ndarray) -> None:
+    extra = clustered_vectors(50, D, seed=21)
+    stacked = stack([pq_index, flat(extra)])
+    assert is_lossy(stacked) and not is_lossy(flat(extra))
+    assert rerank_factor(stacked, 4) == 4 and rerank_factor(flat(extra), 4) == 0
+    _, ids = search(stacked, extra, 1, vectors=np.concatenate([pq_data, extra]), rerank=4)
+    assert np.array_equal(ids[:, 0], np.arange(len(pq_data), len(pq_data) + 50))
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_ivfpq_save_load(pq_index: faiss.Index, pq_data: np.ndarray, tmp_path: Path, mmap: bool) -> None:
+    save_index(pq_index, tmp_path / "pq.faiss")
+    loaded = load_index(tmp_path / "pq.faiss", mmap=mmap, ef_search=PQ.ef_search, nprobe=4)
+    assert faiss.extract_index_ivf(loaded).nprobe == 4
+    assert is_mmapped(loaded) == (mmap and hasattr(faiss, "IO_FLAG_MMAP_IFC"))
+    faiss.extract_index_ivf(pq_index).nprobe = 4
+    queries = pq_data[:300]
+    for a, b in zip(search(pq_index, queries, K, vectors=pq_data), search(loaded, queries, K, vectors=pq_data)):
+        np.testing.assert_array_equal(a, b)
+    faiss.extract_index_ivf(pq_index).nprobe = PQ.nprobe
+
+
+def test_ivfpq_falls_back_to_exact_when_too_small_to_train() -> None:
+    x = clustered_vectors(4_000, D, seed=22)
+    index = build_index(x, PQ)
+    assert isinstance(index, faiss.IndexFlatIP) and not is_lossy(index)
+    with pytest.raises(ValueError, match="must divide"):
+        build_index(clustered_vectors(5_000, 60, seed=23), PQ)
+    with pytest.raises(ValueError):
+        IndexParams(large="pq")
+
+
+MAPPED_RSS = """
+import sys
+import numpy as np
+from index.faiss_index import load_index, search
+
+def rss_anon_kib():
+    for line in open("/proc/self/status"):
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1])
+
+before = rss_anon_kib()
+index = load_index(sys.argv[1], mmap=sys.argv[2] == "1", nprobe=64)
+search(index, np.eye(index.d, dtype=np.float32), 10)  # touches every list
+print(rss_anon_kib() - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads RssAnon from /proc")
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_mapped_index_holds_no_private_copy(kind: str, tmp_path: Path) -> None:
+    """What a serving worker adds: anonymous (private) memory, the rest is shared page cache."""
+    x = clustered_vectors(40_000, D, seed=24)  # 10 MiB of vectors
+    params = IndexParams(exact_max=0, large=kind, nlist=64, hnsw_m=8, ef_construction=16)
+    save_index(build_index(x, params), tmp_path / "i.faiss")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+
+    def anon_kib(mmap: bool) -> int:
+        out = subprocess.run(
+            [sys.executable, "-c", MAPPED_RSS, str(tmp_path / "i.faiss"), "1" if mmap else "0"],
+            capture_output=True, text=True, check=True, env=env,
+        )
+        return int(out.stdout.split()[-1])
+
+    size_kib = (tmp_path / "i.faiss").stat().st_size // 1024
+    assert anon_kib(mmap=False) > 0.8 * size_kib
+    assert anon_kib(mmap=True) < 0.1 * size_kib

@@ -1,6 +1,8 @@
 """Neighbour lists: signature pruning, top-k selection, pair scoring, time proximity, both passes."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import faiss
 import numpy as np
 import pytest
@@ -186,6 +188,20 @@ def test_exact_sparse_order_wins_over_the_dense_candidates():
     corpus = Corpus(index=index, sparse=sparse, times=np.full(4, np.nan))
     ids, scores = build_neighbours(corpus, NeighbourParams(k=3, candidates=4, time_weight=0.0), dense)
     assert ids[0, 0] == 1 and scores[0, 0] == pytest.approx(1.0)
+
+
+def test_a_lossy_index_gives_the_exact_lists_once_re_scored():
+    corpus, dense = random_corpus(3, 300)
+    pq = faiss.IndexIVFPQ(faiss.IndexFlatIP(6), 6, 1, 3, 4, faiss.METRIC_INNER_PRODUCT)  # 3 sub-quantizers, 4 bits
+    pq.train(dense)
+    pq.add(dense)
+    params = NeighbourParams(k=10, candidates=30, sparse_weight=0.0)  # dense scores decide the order
+    exact_ids, exact_scores = build_neighbours(corpus, params, dense)
+    coded_ids, _ = build_neighbours(replace(corpus, index=pq, expanded=None), params, dense)
+    ids, scores = build_neighbours(replace(corpus, index=pq, expanded=None, dense=dense, rerank=10), params, dense)
+    assert not np.array_equal(coded_ids, exact_ids)  # PQ scores alone reorder the lists
+    np.testing.assert_array_equal(ids, exact_ids)
+    np.testing.assert_allclose(scores, exact_scores, atol=1e-6)
 
 
 def test_deleted_rows_are_never_candidates():
