@@ -21,7 +21,7 @@ from api.holder import IndexHolder
 from api.metrics import Metrics
 from api.schemas import LIST_OPTIONS, RelatedParams
 from api.settings import Settings
-from recommender.ranking import RelatedQuery
+from recommender.policy.ranking import RelatedQuery
 
 if TYPE_CHECKING:
     from recommender.related import RelatedIndex

@@ -1,7 +1,7 @@
 """JSON bodies of related lists.
 
 Most GETs are unfiltered and answered from the precomputed served lists; for those the body
-is stitched from the items' JSON fragments, which the build stored (recommender.catalog) and
+is stitched from the items' JSON fragments, which the build stored (recommender.policy.catalog) and
 the index maps from its version directory, plus each item's score. Serializing ten item dicts
 per request cost more than finding the list, and no fragment is rendered at request time, so
 the first requests after a load are as fast as the later ones.

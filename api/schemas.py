@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from recommender.ranking import RelatedQuery
+from recommender.policy.ranking import RelatedQuery
 
 MAX_LIMIT = 100
 LIST_OPTIONS = frozenset({"exclude", "category", "exclude_category"})

@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recommender.evaluate import load_configs, run_evaluation  # noqa: E402
-from recommender.metrics import RANK_MEASURES  # noqa: E402
+from recommender.evaluation.evaluate import load_configs, run_evaluation  # noqa: E402
+from recommender.evaluation.metrics import RANK_MEASURES  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"

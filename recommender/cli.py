@@ -115,8 +115,8 @@ def build(
     version (it stays on disk, not current), 1 on other failures (the previous version stays
     current). Ends with one key=value line on stderr.
     """
-    from recommender.build import build as run_build
-    from recommender.gate import GateRefused, make_gate
+    from recommender.pipeline.build import build as run_build
+    from recommender.pipeline.gate import GateRefused, make_gate
 
     config = PipelineConfig.load(config_path)
     verdicts: list[Any] = []
@@ -162,7 +162,7 @@ def dask_executor(address: str, config: PipelineConfig) -> AbstractContextManage
     if not address:
         return nullcontext()
     try:
-        from recommender.dask_build import DaskExecutor
+        from recommender.pipeline.dask_build import DaskExecutor
     except ImportError as err:
         raise RelatedError(f"a Dask build needs the dask extra (pip install 'related-articles[dask]'): {err}") from None
     return DaskExecutor(address, config.build.dask_partition_bytes, config.build.dask_shared_dir)
@@ -178,7 +178,7 @@ def dask_executor(address: str, config: PipelineConfig) -> AbstractContextManage
 @user_errors
 def show(article_id: str, limit: int, lang: str | None, why: bool, as_json: bool, data_dir: Path) -> None:
     """Print the related list of ARTICLE_ID (also: `related ARTICLE_ID`)."""
-    from recommender.ranking import RelatedQuery
+    from recommender.policy.ranking import RelatedQuery
     from recommender.related import RelatedIndex
 
     index = RelatedIndex.open(data_dir)
@@ -216,7 +216,7 @@ def info(data_dir: Path, as_json: bool) -> None:
     click.echo(f"dims:       {details['dims']}")
     click.echo(f"index:      {details['index_type']}")
     click.echo(f"built_at:   {details['built_at']}")
-    from recommender.update import drift_advice
+    from recommender.pipeline.update import drift_advice
 
     drift = details.get("drift") or {}
     if drift.get("base_version"):
@@ -278,8 +278,8 @@ def evaluate(
     queries: int, seed: int, rel_level: int | None, force_build: bool,
 ) -> None:
     """Evaluate configs and baselines on a labelled corpus: metrics, TREC runs and reports in OUT."""
-    from recommender.evaluate import load_configs, run_evaluation
-    from recommender.report import main_table
+    from recommender.evaluation.evaluate import load_configs, run_evaluation
+    from recommender.evaluation.report import main_table
 
     evaluation = run_evaluation(
         corpus, load_configs(configs), out, labels_path=labels_path, qrels_path=qrels_path, queries=queries,
@@ -307,7 +307,7 @@ def update(source: Path, data_dir: Path, config_path: Path | None) -> None:
     Same exit codes as build (75 locked, 1 failed with the previous version still current). Ends
     with one key=value line on stderr; says when a full rebuild is recommended (drift).
     """
-    from recommender.update import update as run_update
+    from recommender.pipeline.update import update as run_update
 
     build_config = PipelineConfig.load(config_path).build if config_path else None
     try:

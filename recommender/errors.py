@@ -9,7 +9,7 @@ class RelatedError(Exception):
 class SourceError(RelatedError):
     """The source file as a whole is unusable: missing, unreadable, unknown format, CSV without header.
 
-    Problems with single records are not errors but rejects (see recommender.articles.Reject).
+    Problems with single records are not errors but rejects (see recommender.pipeline.articles.Reject).
     """
 
 

@@ -19,13 +19,13 @@ from index.faiss_index import rerank_factor
 from index.simhash import signatures
 from index.sparse_kernels import SortedRows
 from index.neighbours import Corpus, Queries, prune_rows, query_neighbours, score_candidates
-from recommender.analysis import detect_language
-from recommender.catalog import Catalog, normalize_title
+from recommender.vectors.analysis import detect_language
+from recommender.policy.catalog import Catalog, normalize_title
 from recommender.config import PipelineConfig
 from recommender.errors import ArticleNotFoundError
-from recommender.ranking import Policy, QueryContext, RankedItem, RelatedQuery, shared_terms
-from recommender.served import precomputable
-from recommender.tfidf import STATE_ARRAYS, ArticleVectorizer, Document
+from recommender.policy.ranking import Policy, QueryContext, RankedItem, RelatedQuery, shared_terms
+from recommender.policy.served import precomputable
+from recommender.vectors.tfidf import STATE_ARRAYS, ArticleVectorizer, Document
 
 WIDE_SEARCH_MIN = 500
 

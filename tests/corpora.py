@@ -12,7 +12,7 @@ import random
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from recommender.build import BuildReport, build
+from recommender.pipeline.build import BuildReport, build
 from recommender.config import PipelineConfig
 from recommender.related import RelatedIndex
 

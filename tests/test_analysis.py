@@ -5,7 +5,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recommender.analysis import Analyzer, AnalyzerSet, detect_language, stop_words_for
+from recommender.vectors.analysis import Analyzer, AnalyzerSet, detect_language, stop_words_for
 
 
 def analyzer(lang: str, *, stop_words: bool = True, stemming: bool = True, ngram_max: int = 1) -> Analyzer:
@@ -96,6 +96,6 @@ def test_analyzer_never_raises_and_returns_lowercase_unigrams(text, lang):
 def test_english_stop_words_are_scikit_learns():
     from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
-    from recommender.analysis import english_stop_words
+    from recommender.vectors.analysis import english_stop_words
 
     assert english_stop_words() == ENGLISH_STOP_WORDS

@@ -25,7 +25,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from index.artifacts import build_lock  # noqa: E402
 from api.app import create_app  # noqa: E402
 from api.settings import Settings  # noqa: E402
-from recommender.build import build  # noqa: E402
+from recommender.pipeline.build import build  # noqa: E402
 from recommender.config import PipelineConfig  # noqa: E402
 
 ADMIN_TOKEN = "s3cret-token"

@@ -6,10 +6,10 @@ import os
 
 import pytest
 
-import recommender.build as build_module
+import recommender.pipeline.build as build_module
 from index.artifacts import VersionWriter, current_version, list_versions
 from index.errors import CorruptArtifactError
-from recommender.build import build
+from recommender.pipeline.build import build
 from recommender.errors import RelatedError
 from recommender.related import RelatedIndex
 from tests.corpora import build_records, load_jsonl, small_config, stories, write_jsonl

@@ -1,4 +1,4 @@
-"""recommender.catalog: the metadata columns a build writes and the service memory-maps."""
+"""recommender.policy.catalog: the metadata columns a build writes and the service memory-maps."""
 from __future__ import annotations
 
 import json
@@ -11,8 +11,8 @@ import pytest
 from index.artifacts import Version, current_version
 from index.columns import NO_CODE, key_code
 from index.errors import CorruptArtifactError
-from recommender.catalog import ITEM_FIELDS, epochs, normalize_title, normalize_url
-from recommender.ranking import RelatedQuery
+from recommender.policy.catalog import ITEM_FIELDS, epochs, normalize_title, normalize_url
+from recommender.policy.ranking import RelatedQuery
 from recommender.related import RelatedIndex
 from tests.corpora import build_records, newsroom
 

@@ -12,16 +12,16 @@ import pytest
 from click.testing import CliRunner
 
 from index.artifacts import read_manifest
-from recommender.build import build
+from recommender.pipeline.build import build
 from recommender.cli import main
-from recommender.progress import NO_BARS
+from recommender.pipeline.progress import NO_BARS
 from recommender.related import RelatedIndex
-from recommender.sources import read_source
+from recommender.pipeline.sources import read_source
 from tests import news_corpus
 from tests.corpora import SMALL, load_jsonl, merge, small_config, stories
 
 distributed = pytest.importorskip("distributed")
-from recommender.dask_build import DaskExecutor  # noqa: E402  (needs the dask extra)
+from recommender.pipeline.dask_build import DaskExecutor  # noqa: E402  (needs the dask extra)
 
 PARTITION_BYTES = 256 * 1024  # about 300 articles per partition
 # Some 2,000 articles and 256 dims: FAISS's scores then come from BLAS products large enough
@@ -141,7 +141,7 @@ def test_unsplittable_sources_keep_line_numbers_and_the_last_duplicate(tmp_path,
 
 
 def vectorizer_and_config():
-    from recommender.tfidf import ArticleVectorizer
+    from recommender.vectors.tfidf import ArticleVectorizer
 
     config = small_config()
     return ArticleVectorizer(config.text, config.reduce), config

@@ -5,9 +5,9 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from recommender.build import build
+from recommender.pipeline.build import build
 from recommender.config import PipelineConfig
-from recommender.ranking import RelatedQuery
+from recommender.policy.ranking import RelatedQuery
 from recommender.related import RelatedIndex
 from tests.corpora import DEMO_ARTICLES, DEMO_LABELS, load_jsonl
 

@@ -11,11 +11,13 @@ import pytest
 import scipy.sparse as sp
 from click.testing import CliRunner
 
-from recommender import metrics, trec
+from recommender.evaluation import metrics
+
+from recommender.evaluation import trec
 from recommender.cli import main
 from recommender.errors import RelatedError
-from recommender.evaluate import config_from_dict, load_config, load_configs, run_evaluation
-from recommender.judgments import Labels, judgments_from_labels, judgments_from_qrels, read_labels
+from recommender.evaluation.evaluate import config_from_dict, load_config, load_configs, run_evaluation
+from recommender.evaluation.judgments import Labels, judgments_from_labels, judgments_from_qrels, read_labels
 
 DEMO = Path(__file__).resolve().parents[1] / "recommender" / "demo"
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 
 from index.simhash import signatures
 from index.sparse_kernels import SortedRows
-from recommender import ranking
+from recommender.policy import ranking
 from recommender.config import PolicyConfig
-from recommender.articles import format_timestamp
-from recommender.catalog import Catalog, epoch, epochs
-from recommender.ranking import Policy, QueryContext, RelatedQuery, shared_terms
+from recommender.pipeline.articles import format_timestamp
+from recommender.policy.catalog import Catalog, epoch, epochs
+from recommender.policy.ranking import Policy, QueryContext, RelatedQuery, shared_terms
 from recommender.related import RelatedIndex
 from tests.corpora import POLICY_BUILD, STORIES, day, newsroom, open_index, policy_scenarios, story_article
 

@@ -12,12 +12,12 @@ import pytest
 from click.testing import CliRunner
 
 from index.artifacts import build_lock, current_version, list_versions, verify_version
-from recommender.build import build
+from recommender.pipeline.build import build
 from recommender.cli import EXIT_LOCKED, main
 from recommender.config import PipelineConfig
 from recommender.errors import RelatedError
-from recommender.gate import EXIT_REFUSED, GateRefused, make_gate
-from recommender.ranking import RelatedQuery
+from recommender.pipeline.gate import EXIT_REFUSED, GateRefused, make_gate
+from recommender.policy.ranking import RelatedQuery
 from recommender.related import RelatedIndex
 from tests.news_corpus import CONFIG, article, corpus, labels, scrambled, write_config, write_jsonl
 
@@ -90,7 +90,7 @@ def test_failed_build_keeps_previous_current(tmp_path: Path, config: PipelineCon
 HELD_BUILD = """
 import sys, time
 from pathlib import Path
-import recommender.build as b
+import recommender.pipeline.build as b
 read = b.read_source
 def held(*args, **kwargs):  # inside the lock: wait until the test says go
     release = Path(sys.argv[1])

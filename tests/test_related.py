@@ -5,7 +5,7 @@ import pytest
 
 from index.errors import NoIndexError
 from recommender.errors import ArticleNotFoundError
-from recommender.ranking import RelatedQuery
+from recommender.policy.ranking import RelatedQuery
 from recommender.related import RelatedIndex
 from tests.corpora import build_records, newsroom, story_article
 

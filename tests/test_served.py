@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from recommender.ranking import RelatedQuery
+from recommender.policy.ranking import RelatedQuery
 from recommender.related import RelatedIndex
 from tests.corpora import POLICY_BUILD, newsroom, open_index, policy_scenarios
 

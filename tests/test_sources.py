@@ -10,9 +10,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recommender.articles import Article, Deletion, InvalidRecord, Reject, parse_article
+from recommender.pipeline.articles import Article, Deletion, InvalidRecord, Reject, parse_article
 from recommender.errors import RelatedError, SourceError
-from recommender.sources import read_source, write_rejects
+from recommender.pipeline.sources import read_source, write_rejects
 
 
 def jsonl(*records: object) -> bytes:

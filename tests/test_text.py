@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recommender.text import clean_text, html_to_text, remove_invisible
+from recommender.vectors.text import clean_text, html_to_text, remove_invisible
 
 
 def test_script_and_style_content_is_dropped() -> None:

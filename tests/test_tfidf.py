@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-import recommender.tfidf as tfidf
+import recommender.vectors.tfidf as tfidf
 from recommender.config import ReduceConfig, TextConfig
 from recommender.errors import RelatedError
-from recommender.tfidf import (
+from recommender.vectors.tfidf import (
     ArticleVectorizer, Document, TermStatistics, count_documents, count_terms, inverse_document_frequency, lsa_components,
 )
 from tests.corpora import stories

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from recommender import trec
+from recommender.evaluation import trec
 
 
 def test_qrels_round_trip(tmp_path):

@@ -18,14 +18,14 @@ from index.columns import KeyIndex, StringColumn
 from index.errors import CorruptArtifactError, NoIndexError
 from index.faiss_index import flat
 from index.neighbours import Queries
-from recommender import update as update_module
-from recommender.build import build
+from recommender.pipeline import update as update_module
+from recommender.pipeline.build import build
 from recommender.cli import main
 from recommender.config import BuildConfig, PipelineConfig
 from recommender.errors import ArticleNotFoundError
-from recommender.ranking import RelatedQuery
+from recommender.policy.ranking import RelatedQuery
 from recommender.related import RelatedIndex
-from recommender.update import Lists, finish_rows, score_rows, update
+from recommender.pipeline.update import Lists, finish_rows, score_rows, update
 from tests.news_corpus import CONFIG, STORY_WORDS, article, corpus, write_jsonl
 
 ANY = RelatedQuery(limit=10, lang="any")
@@ -316,7 +316,7 @@ def test_update_parts_are_merged_past_max_deltas_and_rebuild_compacts(
 
 def test_served_lists_after_updates_equal_a_full_recomputation(tmp_path: Path, built: Path) -> None:
     """The update collapses only the lists that changed, from a catalog of their rows: same result."""
-    from recommender.served import served_lists
+    from recommender.policy.served import served_lists
 
     apply(tmp_path, built, [article("flood", 97, seed=1), article("cup", 2, seed=8, article_id="budget-1")], "u1.jsonl")
     apply(tmp_path, built, [article("chips", 97, seed=1), {"id": "quake-3", "deleted": True}], "u2.jsonl")

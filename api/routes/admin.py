@@ -78,7 +78,7 @@ async def reload(_: AdminDep, holder: HolderDep) -> ReloadResult:
     },
 )
 async def apply_articles(_: AdminDep, holder: HolderDep, request: Request) -> UpdateResult:
-    from recommender.update import update
+    from recommender.pipeline.update import update
 
     body = await request.body()
     # The update reads a file (line numbers in rejects, the source recorded in the manifest).

@@ -4,8 +4,8 @@ How a config names what it runs (`kind`, a top-level key of the TOML, removed be
 validated, so `PipelineConfig` keeps forbidding unknown keys):
 
     kind = "pipeline"       # default when absent: the rest of the file is a PipelineConfig
-    kind = "tfidf_cosine"   # baseline; optional [params] table: recommender.baselines.TfidfCosineParams
-    kind = "bm25"           # baseline; optional [params] table: recommender.baselines.BM25Params
+    kind = "tfidf_cosine"   # baseline; optional [params] table: recommender.evaluation.baselines.TfidfCosineParams
+    kind = "bm25"           # baseline; optional [params] table: recommender.evaluation.baselines.BM25Params
     name = "bm25"           # optional everywhere; defaults to the file name without .toml
 
 `--config NAME` also finds the configs shipped in `recommender/configs/` (`default`,
@@ -59,15 +59,15 @@ import numpy as np
 import psutil
 from pydantic import BaseModel, ValidationError
 
-from recommender import metrics as m
-from recommender import trec
-from recommender.judgments import Judgments, Labels, judgments_from_labels, judgments_from_qrels, read_labels, sample
-from recommender.analysis import detect_language
-from recommender.articles import Article
-from recommender.baselines import BM25, BM25Params, TfidfCosine, TfidfCosineParams
+from recommender.evaluation import metrics as m
+from recommender.evaluation import trec
+from recommender.evaluation.judgments import Judgments, Labels, judgments_from_labels, judgments_from_qrels, read_labels, sample
+from recommender.vectors.analysis import detect_language
+from recommender.pipeline.articles import Article
+from recommender.evaluation.baselines import BM25, BM25Params, TfidfCosine, TfidfCosineParams
 from recommender.config import PipelineConfig
 from recommender.errors import RelatedError
-from recommender.sources import read_source
+from recommender.pipeline.sources import read_source
 
 log = logging.getLogger("related.evaluate")
 
@@ -221,8 +221,8 @@ class BaselineSystem(System):
 
 class PipelineSystem(System):
     def __init__(self, config: EvalConfig, corpus: Path, data_dir: Path, *, force_build: bool) -> None:
-        from recommender.build import build
-        from recommender.ranking import RelatedQuery
+        from recommender.pipeline.build import build
+        from recommender.policy.ranking import RelatedQuery
         from recommender.related import RelatedIndex
 
         self.name, self.config = config.name, config
@@ -422,7 +422,7 @@ def run_evaluation(
     progress: Callable[[str], None] | None = None,
 ) -> Evaluation:
     """Evaluate every config on `corpus` and write metrics.json, summary.md, report.html, runs and qrels to `out`."""
-    from recommender import report
+    from recommender.evaluation import report
 
     say = progress or (lambda message: log.info(message))
     if labels_path is None and qrels_path is None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recommender import trec
+from recommender.evaluation import trec
 from recommender.errors import RelatedError
 
 

@@ -16,9 +16,9 @@ import scipy.sparse as sp
 
 from index.columns import NO_CODE, key_code
 from index.sparse_kernels import SortedRows
-from recommender.catalog import Catalog
+from recommender.policy.catalog import Catalog
 from recommender.config import PolicyConfig
-from recommender.copies import collapse
+from recommender.policy.copies import collapse
 
 DAY = 86_400.0
 ANY_LANGUAGE = "any"

@@ -25,9 +25,9 @@ import fsspec
 import numpy as np
 from fsspec.utils import read_block
 
-from recommender.articles import Article, Reject
+from recommender.pipeline.articles import Article, Reject
 from recommender.errors import SourceError
-from recommender.sources import ALL_LINES, Collector, read_csv, read_jsonl, source_format
+from recommender.pipeline.sources import ALL_LINES, Collector, read_csv, read_jsonl, source_format
 
 if TYPE_CHECKING:
     from distributed import Client

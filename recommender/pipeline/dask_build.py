@@ -1,10 +1,10 @@
 """A build past one machine: the stages' corpus-sized work as tasks on a Dask cluster.
 
-`related build --dask tcp://scheduler:8786` runs the stages of recommender.build with this
+`related build --dask tcp://scheduler:8786` runs the stages of recommender.pipeline.build with this
 executor, on Dask's distributed scheduler (no scheduler of our own). Only what a version holds
 comes back to the build's process:
 
-- ingest: partitions of the source (recommender.partitions) are read and validated by tasks;
+- ingest: partitions of the source (recommender.pipeline.partitions) are read and validated by tasks;
   this process applies the duplicate rule to the ids and lines they found;
 - vectorize: per partition, language detection, analysis and term counts; this process merges
   the partitions' term statistics into the vocabulary and IDF one process would fit, tasks weigh
@@ -37,13 +37,13 @@ from distributed import Client, Future, as_completed
 
 from index.faiss_index import load_index, save_index
 from index.neighbours import Corpus, FirstPass, NeighbourParams, expanded_rows, final_pass_rows, first_pass_rows
-from recommender.build import Intake, article_rows, documents
+from recommender.pipeline.build import Intake, article_rows, documents
 from recommender.config import PipelineConfig
 from recommender.errors import RelatedError
-from recommender.progress import Advance, Bars
-from recommender.partitions import Partition, PartRead, plan_partitions, read_partition
-from recommender.sources import LastWins, source_format
-from recommender.tfidf import ArticleVectorizer, Document, TermCounts, TermStatistics, Vectors, count_documents
+from recommender.pipeline.progress import Advance, Bars
+from recommender.pipeline.partitions import Partition, PartRead, plan_partitions, read_partition
+from recommender.pipeline.sources import LastWins, source_format
+from recommender.vectors.tfidf import ArticleVectorizer, Document, TermCounts, TermStatistics, Vectors, count_documents
 
 CONNECT_SECONDS = 30
 TASKS_PER_THREAD = 4  # neighbour-search tasks per worker thread: enough to even out uneven ranges

@@ -3,7 +3,7 @@
 A build is a sequence of named stages (`STAGES`: ingest, vectorize, index, neighbours, served,
 write), each timed into the manifest. An executor does the work that grows with the corpus
 (reading and analysing articles, counting terms, weighting them, the neighbour search): the
-`LocalExecutor` in this process, `recommender.dask_build.DaskExecutor` as tasks on a Dask
+`LocalExecutor` in this process, `recommender.pipeline.dask_build.DaskExecutor` as tasks on a Dask
 cluster. The stages around it are the same, so both write the same version.
 
 Cron-safe by construction: an exclusive lock, a content hash that makes repeated runs no-ops,
@@ -30,16 +30,16 @@ from index.artifacts import VersionWriter, build_lock, current_version, find_ver
 from index.faiss_index import IndexParams, build_index, rerank_factor
 from index.neighbours import Corpus, NeighbourParams, build_neighbours, prune_rows
 from index.simhash import signatures
-from recommender.analysis import detect_language
-from recommender.articles import Article, Ingested, Reject
+from recommender.vectors.analysis import detect_language
+from recommender.pipeline.articles import Article, Ingested, Reject
 from recommender.config import PipelineConfig
 from recommender.errors import RelatedError
-from recommender.gate import GateRefused, GateResult
-from recommender.catalog import Catalog, epochs, write_columns
-from recommender.progress import Bars, bars
-from recommender.served import precomputable, served_lists
-from recommender.sources import read_source, write_rejects
-from recommender.tfidf import ArticleVectorizer, Document, Vectors
+from recommender.pipeline.gate import GateRefused, GateResult
+from recommender.policy.catalog import Catalog, epochs, write_columns
+from recommender.pipeline.progress import Bars, bars
+from recommender.policy.served import precomputable, served_lists
+from recommender.pipeline.sources import read_source, write_rejects
+from recommender.vectors.tfidf import ArticleVectorizer, Document, Vectors
 
 log = logging.getLogger("related.build")
 SERVED_CHUNK = 20_000  # rows per served-lists call, so the bar advances

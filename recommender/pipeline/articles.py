@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from recommender.text import clean_text, remove_invisible
+from recommender.vectors.text import clean_text, remove_invisible
 
 MAX_ID_LENGTH = 256
 _TEXT_FIELDS = ("lang", "category", "url")

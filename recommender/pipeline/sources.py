@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from recommender.articles import Article, Deletion, Ingested, InvalidRecord, Reject, parse_article, usable_id
+from recommender.pipeline.articles import Article, Deletion, Ingested, InvalidRecord, Reject, parse_article, usable_id
 from recommender.errors import SourceError
-from recommender.progress import Advance
+from recommender.pipeline.progress import Advance
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 CSV_SUFFIXES = (".csv",)

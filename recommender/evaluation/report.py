@@ -19,10 +19,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from recommender.metrics import RANK_MEASURES, latency_summary  # noqa: E402
+from recommender.evaluation.metrics import RANK_MEASURES, latency_summary  # noqa: E402
 
 if TYPE_CHECKING:
-    from recommender.evaluate import Evaluation, SystemResult
+    from recommender.evaluation.evaluate import Evaluation, SystemResult
 
 EXAMPLES = 5
 MAX_GROUPS = 20  # bars per breakdown plot; the tables list every group

@@ -15,8 +15,8 @@ import numba
 import numpy as np
 
 from recommender.config import PolicyConfig
-from recommender.copies import _collapse_one, catalog_arrays, rules
-from recommender.catalog import Catalog
+from recommender.policy.copies import _collapse_one, catalog_arrays, rules
+from recommender.policy.catalog import Catalog
 
 WIDTH = 20  # items kept per article: limits above this (or any filter) take the request-time path
 

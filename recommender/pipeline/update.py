@@ -69,14 +69,14 @@ from index.neighbours import (
     top_k,
 )
 from index.simhash import signatures
-from recommender.articles import Ingested, Reject
-from recommender.build import article_rows, documents, library_versions
-from recommender.catalog import FILES as CATALOG_FILES, STRINGS, ArticleColumns, Catalog, item_fragment
+from recommender.pipeline.articles import Ingested, Reject
+from recommender.pipeline.build import article_rows, documents, library_versions
+from recommender.policy.catalog import FILES as CATALOG_FILES, STRINGS, ArticleColumns, Catalog, item_fragment
 from recommender.config import BuildConfig, PipelineConfig, PolicyConfig
 from recommender.errors import RelatedError
-from recommender.served import precomputable, served_lists
-from recommender.sources import read_source, write_rejects
-from recommender.tfidf import STATE_ARRAYS, ArticleVectorizer, Vectors
+from recommender.policy.served import precomputable, served_lists
+from recommender.pipeline.sources import read_source, write_rejects
+from recommender.vectors.tfidf import STATE_ARRAYS, ArticleVectorizer, Vectors
 
 log = logging.getLogger("related.update")
 
@@ -865,7 +865,7 @@ class UpdateStage:
     run: Callable[[UpdateRun], None]
 
 
-# The stages of a build (recommender/build.py), where an update has them, plus its own.
+# The stages of a build (recommender/pipeline/build.py), where an update has them, plus its own.
 STAGES = (
     UpdateStage("ingest", ingest),
     UpdateStage("vectorize", vectorize),

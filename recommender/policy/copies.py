@@ -20,8 +20,8 @@ from index.simhash import distance, max_bits
 from recommender.config import PolicyConfig
 
 if TYPE_CHECKING:
-    from recommender.catalog import Catalog
-    from recommender.ranking import QueryContext
+    from recommender.policy.catalog import Catalog
+    from recommender.policy.ranking import QueryContext
 
 SAME_TITLE_MIN_COSINE = 0.98
 # Once the pool is full, candidates past this position are not walked for fresher group members:

@@ -21,10 +21,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from index.segments import allocate
-from recommender.analysis import AnalyzerSet
+from recommender.vectors.analysis import AnalyzerSet
 from recommender.config import ReduceConfig, TextConfig
 from recommender.errors import RelatedError
-from recommender.progress import NO_BARS, Advance, Bars
+from recommender.pipeline.progress import NO_BARS, Advance, Bars
 
 TINY_CORPUS = 30
 STATE_ARRAYS = ("idf", "svd_projection", "svd_columns")  # the fitted arrays, saved as <name>.npy

@@ -97,7 +97,7 @@ class Lists:
         return float(np.unique(listed[listed >= 0]).size / max(1, int(self.alive.sum())))
 
     def duplicate_rate(self, queries: list[str]) -> float:
-        from recommender.metrics import duplicate_rate
+        from recommender.evaluation.metrics import duplicate_rate
 
         lists = [[int(r) for r in self.top[self.rows[q]] if r >= 0] for q in queries]
         value = duplicate_rate(lists, self.sparse, DUPLICATE_COSINE)
@@ -113,14 +113,14 @@ def sample_queries(common: list[str], seed: int = SEED, limit: int = SAMPLE) -> 
 
 
 def ndcg_at_10(lists: Lists, queries: list[str], qrels: dict[str, dict[str, int]]) -> float:
-    from recommender.metrics import means, per_query
+    from recommender.evaluation.metrics import means, per_query
 
     run = {q: {d: float(TOP - rank) for rank, d in enumerate(lists.list_of(q))} for q in queries}
     return means(per_query(qrels, run, 2, queries))["nDCG@10"]
 
 
 def judge_with_labels(candidate: Lists, previous: Lists, labels_path: Path, margin: float) -> GateResult:
-    from recommender.judgments import judgments_from_labels, read_labels
+    from recommender.evaluation.judgments import judgments_from_labels, read_labels
 
     common = sorted(candidate.rows.keys() & previous.rows.keys())
     labels = read_labels(labels_path)

@@ -1,7 +1,7 @@
 """Reference rankers the pipeline has to beat: exact TF-IDF cosine and BM25.
 
 Both see the same validated articles as the pipeline (title and body cleaned by
-`recommender.articles`), rank every other article for a query article, and never return the
+`recommender.pipeline.articles`), rank every other article for a query article, and never return the
 query itself. They are deliberately plain: no SVD, no FAISS, no policy.
 
 - `TfidfCosine`: scikit-learn `TfidfVectorizer` (sublinear tf, English stop words) over
@@ -21,7 +21,7 @@ import scipy.sparse as sp
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from recommender.articles import Article
+from recommender.pipeline.articles import Article
 
 logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs each index build at DEBUG
 

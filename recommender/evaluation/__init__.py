@@ -1,0 +1,1 @@
+"""Offline evaluation: judgments, metrics, baselines, reports, TREC files."""

@@ -1,0 +1,1 @@
+"""The ranking policy: filters, copies, precomputed served lists, the metadata catalog."""

@@ -1,0 +1,1 @@
+"""Text and vectors: cleaning, language analysis, TF-IDF and LSA."""
