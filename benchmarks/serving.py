@@ -55,3 +55,16 @@ def running(cmd: list[str], port: int, env: dict[str, str], timeout: float = 300
             print(f"{len(problems)} error lines in the server log, first ones:", *problems[:10], sep="\n  ",
                   file=sys.stderr)
         Path(log.name).unlink(missing_ok=True)
+
+
+def hard_linked_copy(data: Path, into: Path, prefix: str) -> Path:
+    """A new data dir whose current version is the given one's, by hard links: updates leave the original alone."""
+    import os
+    import shutil
+
+    version = (data / "current").resolve()
+    copy = Path(tempfile.mkdtemp(prefix=prefix, dir=into))
+    (copy / "versions").mkdir()
+    shutil.copytree(version, copy / "versions" / version.name, copy_function=os.link)
+    os.symlink(f"versions/{version.name}", copy / "current")
+    return copy

@@ -36,7 +36,7 @@ from urllib.parse import quote
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving import HOST, ROOT, free_port  # noqa: E402
+from serving import HOST, ROOT, free_port, hard_linked_copy  # noqa: E402
 from synthetic import synthetic_corpus  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -65,16 +65,6 @@ def built_index(n: int, shape: str) -> Path:
     if done.returncode:
         sys.exit(f"build failed: {done.stderr[-2000:]}")
     return data
-
-
-def hard_linked_copy(data: Path) -> Path:
-    """A new data dir whose current version is the given one's, by hard links: updates leave the original alone."""
-    version = (data / "current").resolve()
-    copy = Path(tempfile.mkdtemp(prefix="serving-memory-", dir=RESULTS))
-    (copy / "versions").mkdir()
-    shutil.copytree(version, copy / "versions" / version.name, copy_function=os.link)
-    os.symlink(f"versions/{version.name}", copy / "current")
-    return copy
 
 
 def article_ids(data: Path, count: int, seed: int) -> list[str]:
@@ -236,7 +226,7 @@ def main() -> None:
     args = parser.parse_args()
 
     source = args.data_dir or built_index(args.articles, args.shape)
-    data = hard_linked_copy(source)
+    data = hard_linked_copy(source, RESULTS, "serving-memory-")
     ids = article_ids(data, 2 * args.requests, args.seed)
     texts = update_texts(None if args.data_dir else corpus_path(args.articles, args.shape), args.update_size)
     results: dict = {"source": str(source), "workers": args.workers, "cpus": os.cpu_count(),

@@ -30,7 +30,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -38,7 +37,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving import HOST, free_port, running  # noqa: E402
+from serving import HOST, free_port, hard_linked_copy, running  # noqa: E402
 from synthetic import synthetic_corpus  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -76,16 +75,6 @@ def base_index(n: int, rebuild: bool) -> tuple[Path, dict]:
     info["stages"] = manifest.get("stages")
     info["version"] = (base / "current").resolve().name
     return corpus, base, info
-
-
-def fresh_data_dir(base: Path) -> Path:
-    """A new data dir whose current version is a hard-linked copy of the base's."""
-    version = (base / "current").resolve()
-    data = Path(tempfile.mkdtemp(prefix="update-bench-", dir=RESULTS))
-    (data / "versions").mkdir()
-    shutil.copytree(version, data / "versions" / version.name, copy_function=os.link)
-    os.symlink(f"versions/{version.name}", data / "current")
-    return data
 
 
 def stitched_articles(corpus: Path, n: int, count: int, tag: str, seed: int) -> tuple[list[dict], dict[str, list[str]]]:
@@ -140,7 +129,7 @@ def related_ids(base: str, article_id: str) -> list[str]:
 
 def measure_update(base_dir: Path, records: list[dict], mates: dict[str, list[str]], probe: str,
                    reload_seconds: float, api: bool) -> dict:
-    data = fresh_data_dir(base_dir)
+    data = hard_linked_copy(base_dir, RESULTS, "update-bench-")
     source = data / "update.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     result: dict = {"articles": len(records), "probe": probe}
@@ -192,7 +181,7 @@ def measure_update(base_dir: Path, records: list[dict], mates: dict[str, list[st
 def measure_posted(base_dir: Path, records: list[dict], mates: dict[str, list[str]], probe: str,
                    reload_seconds: float) -> dict:
     """The same update POSTed to a running service (`/v1/admin/articles`, a CMS publish hook)."""
-    data = fresh_data_dir(base_dir)
+    data = hard_linked_copy(base_dir, RESULTS, "update-bench-")
     body = "".join(json.dumps(r) + "\n" for r in records).encode()
     try:
         with serving(data, reload_seconds) as base:

@@ -13,6 +13,7 @@ happen within days). Work is batched whole-matrix operations, never a loop per p
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -256,9 +257,11 @@ def first_pass_rows(
 ) -> FirstPass:
     """First pass of the corpus rows `rows` against the corpus (a build's range of rows, or all).
 
-    FAISS's dense scores come from BLAS, whose float sums depend on its thread count: with one
-    BLAS thread they are the same in every process that searches (the build's, or Dask workers'),
-    and FAISS's own threads still share the queries (on a busy 2-core box it is faster, too).
+    Exact search is BLAS matrix products, whose float sums depend on BLAS's thread count: with
+    one BLAS thread they are the same in every process that searches (the build's, or Dask
+    workers'). The pin is only for an exact index: FAISS's bundled OpenBLAS shares its OpenMP
+    runtime, so the pin makes FAISS single-threaded too, and an IVF, HNSW or PQ index (which
+    scans with FAISS's own kernels, over all threads) would search at half speed on 2 cores.
     """
     from threadpoolctl import threadpool_limits
 
@@ -268,7 +271,8 @@ def first_pass_rows(
         rows, [], np.full((rows.stop - rows.start, width), MISSING, dtype=np.int64),
         np.zeros((rows.stop - rows.start, width), dtype=np.float32),
     )
-    with threadpool_limits(1, user_api="blas"):
+    exact = isinstance(faiss.downcast_index(corpus.index), faiss.IndexFlat)
+    with threadpool_limits(1, user_api="blas") if exact else contextlib.nullcontext():
         for part in row_batches(rows, params.batch_size):
             ids, dense_scores, first = first_pass(corpus, subset(queries, part), params, params.candidates)
             found.candidates.append((ids.astype(np.int32), dense_scores))

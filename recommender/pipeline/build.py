@@ -36,6 +36,7 @@ from recommender.config import PipelineConfig
 from recommender.errors import RelatedError
 from recommender.pipeline.gate import GateRefused, GateResult
 from recommender.policy.catalog import Catalog, epochs, write_columns
+from recommender.pipeline.stages import Stage
 from recommender.pipeline.progress import Bars, bars
 from recommender.policy.served import precomputable, served_lists
 from recommender.pipeline.sources import read_source, write_rejects
@@ -351,12 +352,6 @@ def write(run: BuildRun) -> None:
         log.info("pruned old version %s", old.name)
 
 
-@dataclass(frozen=True)
-class Stage:
-    name: str
-    run: Callable[[BuildRun], None]
-
-
 STAGES = (
     Stage("ingest", ingest),
     Stage("vectorize", vectorize),
@@ -396,10 +391,7 @@ def build(
             return BuildReport(existing, 0, 0, 0, time.perf_counter() - started, unchanged=True)
         run = BuildRun(location, data_dir, config, executor, digest, bars(progress), gate)
         for stage in STAGES:
-            began = time.perf_counter()
-            stage.run(run)
-            run.stages[stage.name] = round(time.perf_counter() - began, 3)
-            log.info("%s: %.1fs", stage.name, time.perf_counter() - began)
+            stage.timed(run, run.stages, log)
     intake = run.intake
     return BuildReport(
         run.version, intake.records, intake.articles, len(intake.rejects), time.perf_counter() - started,

@@ -40,7 +40,6 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -75,6 +74,7 @@ from recommender.policy.catalog import FILES as CATALOG_FILES, STRINGS, ArticleC
 from recommender.config import BuildConfig, PipelineConfig, PolicyConfig
 from recommender.errors import RelatedError
 from recommender.policy.served import precomputable, served_lists
+from recommender.pipeline.stages import Stage
 from recommender.pipeline.sources import read_source, write_rejects
 from recommender.vectors.tfidf import STATE_ARRAYS, ArticleVectorizer, Vectors
 
@@ -859,23 +859,17 @@ def publish_version(run: UpdateRun) -> None:
     publish(run.data_dir, run.version, checksums=False)  # commit just hashed every file it wrote
 
 
-@dataclass(frozen=True)
-class UpdateStage:
-    name: str
-    run: Callable[[UpdateRun], None]
-
-
 # The stages of a build (recommender/pipeline/build.py), where an update has them, plus its own.
 STAGES = (
-    UpdateStage("ingest", ingest),
-    UpdateStage("vectorize", vectorize),
-    UpdateStage("load", load),
-    UpdateStage("new_lists", new_lists),
-    UpdateStage("refresh", refresh),
-    UpdateStage("served", serve_lists),
-    UpdateStage("drift", measure_drift),
-    UpdateStage("write", write),
-    UpdateStage("publish", publish_version),
+    Stage("ingest", ingest),
+    Stage("vectorize", vectorize),
+    Stage("load", load),
+    Stage("new_lists", new_lists),
+    Stage("refresh", refresh),
+    Stage("served", serve_lists),
+    Stage("drift", measure_drift),
+    Stage("write", write),
+    Stage("publish", publish_version),
 )
 
 
@@ -895,10 +889,7 @@ def update(
         run = open_parent(source, data_dir, build_config)
         report = run.report
         for stage in STAGES:
-            began = time.perf_counter()
-            stage.run(run)
-            run.stages[stage.name] = round(time.perf_counter() - began, 3)
-            log.info("%s: %.2fs", stage.name, time.perf_counter() - began)
+            stage.timed(run, run.stages, log)
             if stage.name == "vectorize" and not run.keep_new and not run.dead:  # nothing changes: no version
                 prune(data_dir, run.build_config.keep)  # leftovers of killed runs; we hold the lock
                 report.articles = int(run.alive.sum())
