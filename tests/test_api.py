@@ -96,7 +96,8 @@ def build_index(data_dir: Path, *, extra: int = 0, now: datetime | None = None) 
     return report.version.name
 
 
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02):
+def wait_for(predicate, timeout: float = 60.0, interval: float = 0.02):
+    """Up to a minute: the first load in a fresh clone compiles the numba kernels (cached after)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
