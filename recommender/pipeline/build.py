@@ -272,7 +272,7 @@ class DatabaseExecutor(LocalExecutor):
         assert self._read is not None, "open first"
         read, self._read = self._read, None
         self._ingested = read.ingested
-        sync = self.source.sync_state(read.watermark, read.has_updated_at)
+        sync = self.source.sync_state(read)
         return Intake(read.ingested.records, len(read.ingested.articles), read.ingested.rejects, sync=sync)
 
 

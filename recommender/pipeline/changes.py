@@ -18,7 +18,7 @@ from recommender.config import PipelineConfig
 from recommender.errors import RelatedError
 from recommender.pipeline.articles import Ingested
 from recommender.pipeline.sources import read_source
-from recommender.pipeline.sql_source import DatabaseSource, Read, Watermark, check_identity, is_database_url, later
+from recommender.pipeline.sql_source import DatabaseSource, Read, Watermark, check_identity, is_database_url, unpack_digests
 
 
 class Changes(Protocol):
@@ -84,13 +84,12 @@ class DatabaseChanges:
         self.repeats_deletions = since_watermark
         self.source: DatabaseSource | None = None
         self._read: Read | None = None
-        self._watermark: Any = None
 
     def read(self, parent: Manifest) -> Ingested:
         config = PipelineConfig.from_manifest(parent.data.get("config") or {}, origin=f"manifest of {parent.name}").source
         query = config.query if self.query is None else self.query
         self.source = DatabaseSource(self.url, query, fetch_rows=config.fetch_rows)
-        since = None
+        since, applied = None, set()
         if self.since_watermark:
             stored = parent.data.get("sync")
             check_identity(stored, self.source, parent.name)
@@ -101,8 +100,10 @@ class DatabaseChanges:
                 )
             if stored.get("watermark") is not None:
                 since = Watermark.from_json(stored["watermark"]).value
-        self._read = self.source.read(allow_delete=True, since=since, changed_only=self.since_watermark)
-        self._watermark = later(since, self._read.watermark)
+                applied = unpack_digests(stored.get("at_watermark"))
+        self._read = self.source.read(allow_delete=True, since=since, changed_only=self.since_watermark, applied=applied)
+        if self._read.watermark is None and since is not None:  # no row left at or after it: keep it
+            self._read.watermark = since
         return self._read.ingested
 
     def describe(self) -> dict[str, Any]:
@@ -111,7 +112,7 @@ class DatabaseChanges:
 
     def sync_state(self) -> dict[str, Any] | None:
         assert self.source is not None and self._read is not None, "read first"
-        return self.source.sync_state(self._watermark, self._read.has_updated_at)
+        return self.source.sync_state(self._read)
 
     def digest(self) -> str:
         assert self._read is not None, "read first"

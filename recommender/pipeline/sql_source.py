@@ -11,12 +11,17 @@ row is validated on its own: a bad row becomes a reject naming its position and 
 
 `related sync` reads the rows whose `updated_at` is at or after the watermark stored in the
 current version (>=, not >: a row written during the last sync with the same timestamp as the
-watermark is read again, and re-applying an unchanged row is a no-op), plus the ids of rows
-flagged `deleted`. The watermark is the largest `updated_at` read, kept as the database
-returned it (a string, a number or a timestamp) and compared by the database in its own type.
+watermark is read again), plus the ids of rows flagged `deleted`. The watermark is the largest
+`updated_at` read, kept as the database returned it (a string, a number or a timestamp) and
+compared by the database in its own type. With it the version keeps a 64-bit digest of every row
+read at exactly that timestamp: a row at the watermark whose digest is among them is the row
+already applied and is skipped before validation, so a table bulk-loaded with one timestamp
+costs a read of its rows, not a re-analysis of every article, while a row saved again in the
+same second (another digest) is applied.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
@@ -101,10 +106,24 @@ def later(a: Any, b: Any) -> Any:
         return b
     if b is None:
         return a
+    return b if _compare(b, a) > 0 else a
+
+
+def _compare(a: Any, b: Any) -> int:
     try:
-        return b if b > a else a
+        return (a > b) - (a < b)
     except TypeError:
         raise SourceError(f"updated_at holds values of different types ({a!r}, {b!r}): it cannot order rows") from None
+
+
+def pack_digests(digests: set[bytes]) -> str:
+    """Row digests (8 bytes each) as one base64 string for the manifest."""
+    return base64.b64encode(b"".join(sorted(digests))).decode("ascii")
+
+
+def unpack_digests(text: str | None) -> set[bytes]:
+    raw = base64.b64decode(text or "")
+    return {raw[i:i + 8] for i in range(0, len(raw), 8)}
 
 
 @dataclass
@@ -113,8 +132,10 @@ class Read:
 
     ingested: Ingested
     watermark: Any  # largest updated_at read (None: the source has none, or no row had one)
+    at_watermark: set[bytes]  # digests of the rows read with updated_at == watermark
     digest: str  # sha256 of the rows read, canonical: same rows, same digest
     has_updated_at: bool
+    skipped: int = 0  # rows at the previous watermark already applied (their digest was known)
 
 
 class DatabaseSource:
@@ -147,12 +168,14 @@ class DatabaseSource:
         query = self.query or f"table {DEFAULT_TABLE}"
         return {"url": self.location, "query_sha256": hashlib.sha256(query.encode()).hexdigest()}
 
-    def sync_state(self, watermark: Any, has_updated_at: bool) -> dict[str, Any]:
-        """A version's `sync` record: which database and query, and the largest updated_at applied."""
+    def sync_state(self, read: Read) -> dict[str, Any]:
+        """A version's `sync` record: which database and query, the largest updated_at applied and
+        the digests of the rows applied at exactly that updated_at."""
         return {
             "identity": self.identity(),
-            "has_updated_at": has_updated_at,
-            "watermark": None if watermark is None else Watermark(watermark).to_json(),
+            "has_updated_at": read.has_updated_at,
+            "watermark": None if read.watermark is None else Watermark(read.watermark).to_json(),
+            "at_watermark": pack_digests(read.at_watermark),
         }
 
     # ------------------------------------------------------------------ reading
@@ -175,10 +198,12 @@ class DatabaseSource:
         return self._engine
 
     def read(
-        self, *, allow_delete: bool, since: Any = None, changed_only: bool = False, progress: Advance | None = None,
+        self, *, allow_delete: bool, since: Any = None, changed_only: bool = False, applied: set[bytes] = frozenset(),
+        progress: Advance | None = None,
     ) -> Read:
         """Every row, or with `changed_only` those with updated_at >= `since` (all that have one when
-        `since` is None) plus the ids of the rows flagged deleted.
+        `since` is None) plus the ids of the rows flagged deleted; rows at `since` whose digest is
+        in `applied` are skipped.
 
         A build (allow_delete False) skips rows flagged deleted: they are not articles, not rejects.
         """
@@ -186,12 +211,14 @@ class DatabaseSource:
 
         try:
             with self.engine.connect() as conn:
-                return self._read(conn, allow_delete, since, changed_only, progress)
+                return self._read(conn, allow_delete, since, changed_only, applied, progress)
         except SQLAlchemyError as err:
             first = str(err.orig if getattr(err, "orig", None) is not None else err).strip().splitlines()[0]
             raise SourceError(f"cannot read {self.location}: {first}") from None
 
-    def _read(self, conn: Any, allow_delete: bool, since: Any, changed_only: bool, progress: Advance | None) -> Read:
+    def _read(
+        self, conn: Any, allow_delete: bool, since: Any, changed_only: bool, applied: set[bytes], progress: Advance | None,
+    ) -> Read:
         import sqlalchemy as sa
 
         src = self._selectable(conn)
@@ -208,20 +235,30 @@ class DatabaseSource:
         duplicates = LastWins()
         collector = Collector(duplicates.admit, allow_delete)
         digest = hashlib.sha256(json.dumps(self.identity()).encode())
-        watermark = None
+        watermark, at_watermark, skipped, number = None, set(), 0, 0
         streamed = conn.execution_options(stream_results=True, yield_per=self.fetch_rows)
         for number, record in enumerate(_records(streamed.execute(select)), start=1):
-            digest.update(json.dumps(record, sort_keys=True, default=str, ensure_ascii=False).encode())
-            watermark = later(watermark, record.pop("updated_at", None))
-            collector.add(number, record)
+            row = hashlib.sha256(json.dumps(record, sort_keys=True, default=str, ensure_ascii=False).encode()).digest()[:8]
+            digest.update(row)
+            stamp = record.pop("updated_at", None)
+            if stamp is not None:
+                order = 1 if watermark is None else _compare(stamp, watermark)
+                if order > 0:
+                    watermark, at_watermark = stamp, {row}
+                elif order == 0:
+                    at_watermark.add(row)
             if progress is not None and number % self.fetch_rows == 0:
                 progress(self.fetch_rows)
+            if applied and row in applied and stamp is not None and _compare(stamp, since) == 0:
+                skipped += 1
+                continue
+            collector.add(number, record)
         if progress is not None:
-            progress(collector.records % self.fetch_rows)
+            progress(number % self.fetch_rows)
         if changed_only and delete_flag is not None:  # deletions without a new updated_at too
             seen = set(duplicates.winners)
             ids = streamed.execute(sa.select(src.c.id).where(delete_flag)).scalars()
-            for number, article_id in enumerate(ids, start=collector.records + 1):
+            for number, article_id in enumerate(ids, start=number + 1):
                 key = str(article_id) if article_id is not None else None
                 if key and key not in seen:
                     duplicates.admit(number, key, Deletion(key))
@@ -233,7 +270,7 @@ class DatabaseSource:
             rejects=sorted(collector.rejects + duplicates.rejects, key=lambda r: r.line),
             records=collector.records,
         )
-        return Read(ingested, watermark, digest.hexdigest(), has_updated_at)
+        return Read(ingested, watermark, at_watermark, digest.hexdigest(), has_updated_at, skipped)
 
     def _selectable(self, conn: Any) -> Any:
         """The source as a subquery whose columns are the known article columns it has."""
