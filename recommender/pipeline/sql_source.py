@@ -24,7 +24,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -237,10 +237,13 @@ class DatabaseSource:
         digest = hashlib.sha256(json.dumps(self.identity()).encode())
         watermark, at_watermark, skipped, number = None, set(), 0, 0
         streamed = conn.execution_options(stream_results=True, yield_per=self.fetch_rows)
-        for number, record in enumerate(_records(streamed.execute(select)), start=1):
-            row = hashlib.sha256(json.dumps(record, sort_keys=True, default=str, ensure_ascii=False).encode()).digest()[:8]
+        result = streamed.execute(select)
+        names = list(result.keys())
+        stamp_at = names.index("updated_at") if has_updated_at else None
+        for number, values in enumerate(result, start=1):
+            row = _row_digest(values)
             digest.update(row)
-            stamp = record.pop("updated_at", None)
+            stamp = None if stamp_at is None else values[stamp_at]
             if stamp is not None:
                 order = 1 if watermark is None else _compare(stamp, watermark)
                 if order > 0:
@@ -252,7 +255,7 @@ class DatabaseSource:
             if applied and row in applied and stamp is not None and _compare(stamp, since) == 0:
                 skipped += 1
                 continue
-            collector.add(number, record)
+            collector.add(number, _record(names, values))
         if progress is not None:
             progress(number % self.fetch_rows)
         if changed_only and delete_flag is not None:  # deletions without a new updated_at too
@@ -304,24 +307,33 @@ class DatabaseSource:
         return f"table {DEFAULT_TABLE!r} of {self.location}" if self.query is None else f"the query on {self.location}"
 
 
-def _records(result: Any) -> Iterator[dict[str, Any]]:
-    """Rows as records in the file format: timestamps to ISO strings, 0/1 flags to booleans."""
-    for row in result.mappings():
-        record = {}
-        for name, value in row.items():
-            if isinstance(value, Decimal):
-                value = int(value) if value == value.to_integral_value() else float(value)
-            elif isinstance(value, (bytes, bytearray, memoryview)):
-                try:
-                    value = bytes(value).decode("utf-8")
-                except UnicodeDecodeError:
-                    pass  # left as bytes: validation rejects the row with the field's name
-            elif name in _BOOLEAN_COLUMNS and isinstance(value, int) and not isinstance(value, bool):
-                value = bool(value)
-            elif name != "updated_at" and isinstance(value, (datetime, date)):
-                value = value.isoformat()
-            record[name] = value
-        yield record
+def _row_digest(values: tuple) -> bytes:
+    """64-bit digest of a row's values in column order (the order of COLUMNS, or of the query)."""
+    text = "\x1f".join("\x00" if v is None else str(v) for v in values)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:8]
+
+
+def _record(names: list[str], values: tuple) -> dict[str, Any]:
+    """A row as a record in the file format: timestamps to ISO strings, 0/1 flags to booleans."""
+    record = {}
+    for name, value in zip(names, values):
+        if name == "updated_at":
+            continue
+        if value is None or isinstance(value, str):
+            pass
+        elif isinstance(value, Decimal):
+            value = int(value) if value == value.to_integral_value() else float(value)
+        elif isinstance(value, (bytes, bytearray, memoryview)):
+            try:
+                value = bytes(value).decode("utf-8")
+            except UnicodeDecodeError:
+                pass  # left as bytes: validation rejects the row with the field's name
+        elif name in _BOOLEAN_COLUMNS and isinstance(value, int) and not isinstance(value, bool):
+            value = bool(value)
+        elif isinstance(value, (datetime, date)):
+            value = value.isoformat()
+        record[name] = value
+    return record
 
 
 def check_identity(stored: Mapping[str, Any] | None, source: DatabaseSource, version: str) -> None:
