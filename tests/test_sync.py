@@ -22,7 +22,7 @@ from recommender.pipeline.sql_source import DatabaseSource, Watermark, check_ide
 from recommender.pipeline.update import update
 from recommender.policy.ranking import RelatedQuery
 from recommender.related import RelatedIndex
-from tests.cms_db import create_articles, later, save
+from tests.cms_db import FIRST_EDIT, create_articles, later, save
 from tests.news_corpus import CONFIG, article, corpus
 from tests.postgres_server import postgres_url  # noqa: F401 - the fixture
 
@@ -94,6 +94,19 @@ def test_row_saved_with_the_watermark_timestamp_is_not_lost(site: tuple[str, Pat
     save(url, article("quake", 51, seed=1), later(10))  # same second as the watermark, after the sync read
     code, out = sync(url, data)
     assert code == 0 and "added=1" in out and "quake-51" in listed(data, "quake-0")
+
+
+def test_rows_applied_at_the_watermark_are_skipped_unless_saved_again(site: tuple[str, Path]) -> None:
+    """The table was built with one timestamp on every row: a sync skips those rows by their digest
+    instead of analysing them again, but a row saved again with that same timestamp is applied."""
+    url, data = site
+    report = update(DatabaseChanges(url, since_watermark=True), data)
+    assert report.status == "unchanged" and report.records == 0
+    save(url, article("flood", 2) | {"title": "Levee holds after the night"}, FIRST_EDIT)
+    report = update(DatabaseChanges(url, since_watermark=True), data)
+    assert report.records == 1 and report.replaced == 1
+    index = RelatedIndex.open(data)
+    assert index.item_metadata(index.row_of["flood-2"])["title"] == "Levee holds after the night"
 
 
 @pytest.mark.parametrize("built", BACKENDS, indirect=True)
