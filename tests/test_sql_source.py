@@ -98,6 +98,9 @@ def test_other_schemas_are_mapped_by_a_query(tmp_path: Path) -> None:
 
 
 def test_unusable_sources_say_why(tmp_path: Path) -> None:
+    with pytest.raises(SourceError, match="database file not found"):
+        DatabaseSource(sqlite_url(tmp_path / "missing.db")).read(allow_delete=False)
+    assert not (tmp_path / "missing.db").exists()  # SQLite would have created an empty one
     url = sqlite_url(tmp_path / "cms.db")
     sqlite3.connect(tmp_path / "cms.db").execute("create table other (x text)")
     with pytest.raises(SourceError, match="has no table 'articles'.*--query"):

@@ -186,12 +186,16 @@ class DatabaseSource:
             import sqlalchemy as sa
             from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+            url = self.location  # validates the URL; SQLite paths made absolute
+            database = sa.engine.make_url(url).database
+            if url.startswith("sqlite") and database and database != ":memory:" and not Path(database).is_file():
+                raise SourceError(f"database file not found: {database}")  # SQLite would create an empty one
             try:
                 self._engine = sa.create_engine(self.url)
             except NoSuchModuleError as err:
                 raise SourceError(f"unknown database in {self.location}: {err}") from None
             except ImportError as err:
-                hint = " (pip install pymysql)" if "mysql" in self.url.split(":", 1)[0] else ""
+                hint = " (pip install 'related-articles[mysql]')" if "mysql" in self.url.split(":", 1)[0] else ""
                 raise SourceError(f"no driver for {self.location}: {err}{hint}") from None
             except ArgumentError as err:
                 raise SourceError(f"invalid database URL {self.location}: {err}") from None
