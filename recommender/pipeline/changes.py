@@ -10,6 +10,7 @@ sync that dies before publishing leaves the old watermark current and its rows a
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,6 +20,8 @@ from recommender.errors import RelatedError
 from recommender.pipeline.articles import Ingested
 from recommender.pipeline.sources import read_source
 from recommender.pipeline.sql_source import DatabaseSource, Read, Watermark, check_identity, is_database_url, unpack_digests
+
+log = logging.getLogger("related.sync")
 
 
 class Changes(Protocol):
@@ -104,6 +107,8 @@ class DatabaseChanges:
         self._read = self.source.read(allow_delete=True, since=since, changed_only=self.since_watermark, applied=applied)
         if self._read.watermark is None and since is not None:  # no row left at or after it: keep it
             self._read.watermark = since
+        log.info("%s: %d rows read, %d at the watermark already applied", self.source.location,
+                 self._read.ingested.records, self._read.skipped)
         return self._read.ingested
 
     def describe(self) -> dict[str, Any]:
