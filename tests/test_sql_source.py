@@ -181,3 +181,25 @@ def test_build_from_sqlite_serves_what_the_file_serves(tmp_path: Path) -> None:
     again = runner.invoke(main, ["build", "--source", url, "--data-dir", str(tmp_path / "db"), "--config", str(config)])
     assert again.exit_code == 0 and "status=unchanged" in again.output
     assert len(read_corpus(url).articles) == len(records)
+
+
+def test_postgres_rows_with_integer_flags_and_timestamps(postgres_url: str) -> None:
+    """Native types of a real PostgreSQL: timestamptz watermarks, 0/1 integer `deleted` flags."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("drop table if exists cms_posts"))
+        conn.execute(sa.text("create table cms_posts (id bigint primary key, title text, body text, "
+                             "updated_at timestamptz, deleted integer)"))
+        conn.execute(sa.text("insert into cms_posts values (1, 'Harbour flood', 'Pumps', '2025-06-01 10:00+02', 0), "
+                             "(2, 'Old news', 'Gone', '2025-06-01 07:00+00', 1), (3, 'Later', 'Text', '2025-06-01 09:00+00', 0)"))
+    engine.dispose()
+    source = DatabaseSource(postgres_url, "SELECT * FROM cms_posts")
+    built = source.read(allow_delete=False)
+    assert [a.id for a in built.ingested.articles] == ["1", "3"]
+    assert built.watermark == datetime(2025, 6, 1, 9, tzinfo=timezone.utc)
+    stamp = Watermark.from_json(Watermark(built.watermark).to_json()).value
+    changed = source.read(allow_delete=True, since=stamp, changed_only=True, applied=built.at_watermark)
+    assert changed.skipped == 1 and not changed.ingested.articles
+    assert [d.id for d in changed.ingested.deletions] == ["2"]

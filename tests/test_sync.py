@@ -24,7 +24,6 @@ from recommender.policy.ranking import RelatedQuery
 from recommender.related import RelatedIndex
 from tests.cms_db import FIRST_EDIT, create_articles, later, save
 from tests.news_corpus import CONFIG, article, corpus
-from tests.postgres_server import postgres_url  # noqa: F401 - the fixture
 
 BACKENDS = ["sqlite", "postgres"]
 

@@ -230,12 +230,15 @@ class DatabaseSource:
         has_updated_at = "updated_at" in names
         if changed_only and not has_updated_at:
             raise SourceError(f"{self._what()} has no updated_at column: `related sync` needs one to find changed rows")
-        delete_flag = src.c.deleted == sa.true() if "deleted" in names else None
+        deleted = None
+        if "deleted" in names:  # PostgreSQL compares a 0/1 integer with true only through a cast
+            deleted = sa.cast(src.c.deleted, sa.Boolean) if conn.dialect.name == "postgresql" else src.c.deleted
+        delete_flag = None if deleted is None else deleted == sa.true()
         select = sa.select(*src.c)
         if changed_only:
             select = select.where(src.c.updated_at >= since if since is not None else src.c.updated_at.is_not(None))
         elif not allow_delete and delete_flag is not None:
-            select = select.where(sa.or_(src.c.deleted.is_(None), src.c.deleted == sa.false()))
+            select = select.where(sa.or_(deleted.is_(None), deleted == sa.false()))
         duplicates = LastWins()
         collector = Collector(duplicates.admit, allow_delete)
         digest = hashlib.sha256(json.dumps(self.identity()).encode())
