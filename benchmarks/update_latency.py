@@ -128,8 +128,10 @@ def related_ids(base: str, article_id: str) -> list[str]:
 
 
 def measure_update(base_dir: Path, records: list[dict], mates: dict[str, list[str]], probe: str,
-                   reload_seconds: float, api: bool, source: str | None = None, command: str = "update") -> dict:
-    """`related COMMAND --source SOURCE` on a copy of the base (default: `update` of `records` as a file)."""
+                   reload_seconds: float, api: bool, source: str | None = None, command: str = "update",
+                   keep: bool = False) -> dict:
+    """`related COMMAND --source SOURCE` on a copy of the base (default: `update` of `records` as a file);
+    `keep`: the copy is kept (its path in the result's `data_dir`), else removed."""
     data = hard_linked_copy(base_dir, RESULTS, "update-bench-")
     if source is None:
         source = str(data / "update.jsonl")
@@ -176,7 +178,10 @@ def measure_update(base_dir: Path, records: list[dict], mates: dict[str, list[st
                 "end_to_end": "served by the API" if seen_at is not None else "not seen by the API",
             }
     finally:
-        shutil.rmtree(data, ignore_errors=True)
+        if keep:
+            result["data_dir"] = str(data)
+        else:
+            shutil.rmtree(data, ignore_errors=True)
     return result
 
 
