@@ -49,6 +49,7 @@ def cms_table(corpus: Path, db: Path, n: int) -> None:
     con = sqlite3.connect(db)
     con.execute("create table if not exists articles (id text primary key, title text, body text, published text, "
                 "lang text, category text, url text, updated_at text, deleted integer not null default 0)")
+    con.execute("create index if not exists articles_updated_at on articles (updated_at)")  # as a CMS has
     if con.execute("select count(*) from articles").fetchone()[0] != n:
         con.execute("delete from articles")
         with open(corpus, encoding="utf-8") as lines:
