@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import threading
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -183,3 +186,29 @@ def test_sync_says_when_the_table_has_no_updated_at(site: tuple[str, Path]) -> N
     con.commit()
     code, out = sync(url, data)
     assert code == 1 and "has no updated_at column" in out and "related sync: status=failed" in out
+
+
+@pytest.mark.parametrize("built", ["postgres"], indirect=True)
+def test_no_row_is_lost_while_the_cms_keeps_saving(site: tuple[str, Path]) -> None:
+    """A writer saves articles with second-resolution timestamps (so several share one) while syncs
+    run back to back; after a last sync every saved article is listed."""
+    url, data = site
+    saved: list[str] = []
+    done = threading.Event()
+
+    def cms() -> None:
+        for i in range(12):
+            record = article("comet", 60 + i, seed=6)
+            save(url, record, datetime.now(timezone.utc).replace(microsecond=0))
+            saved.append(record["id"])
+            time.sleep(0.15)
+        done.set()
+
+    writer = threading.Thread(target=cms)
+    writer.start()
+    while not done.is_set():
+        update(DatabaseChanges(url, since_watermark=True), data)
+    writer.join()
+    update(DatabaseChanges(url, since_watermark=True), data)
+    index = RelatedIndex.open(data)
+    assert len(saved) == 12 and all(article_id in index.row_of for article_id in saved)
