@@ -135,6 +135,16 @@ class BuildConfig(_Section):
     )
 
 
+class SourceConfig(_Section):
+    """Database sources (`--source sqlite:///cms.db`): how rows map to articles."""
+
+    query: str = Field(
+        "", description="SELECT aliasing columns to id, title, body, published, lang, category, url, updated_at, "
+        "deleted; a shipped name (`wordpress`) or a .sql file. Empty: table `articles`. --query overrides it.",
+    )
+    fetch_rows: int = Field(1000, ge=1, description="Rows fetched per round trip (server-side cursor).")
+
+
 class PipelineConfig(_Section):
     text: TextConfig = TextConfig()
     reduce: ReduceConfig = ReduceConfig()
@@ -142,6 +152,7 @@ class PipelineConfig(_Section):
     neighbours: NeighbourConfig = NeighbourConfig()
     policy: PolicyConfig = PolicyConfig()
     build: BuildConfig = BuildConfig()
+    source: SourceConfig = SourceConfig()
     name: str = "default"
 
     @classmethod
@@ -183,7 +194,13 @@ class PipelineConfig(_Section):
             known[key] = value
         return cls.from_dict(known, origin=origin)
 
+    def with_query(self, query: str | None) -> PipelineConfig:
+        """This config reading databases with `query` (None: unchanged), as `--query` asks."""
+        if query is None:
+            return self
+        return self.model_copy(update={"source": self.source.model_copy(update={"query": query})})
+
     def fingerprint(self) -> str:
         """Hash of everything that changes what a version serves (the policy travels in its manifest)."""
-        payload = self.model_dump(mode="json", exclude={"name", "build"})
+        payload = self.model_dump(mode="json", exclude={"name", "build", "source"})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
