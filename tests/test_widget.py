@@ -23,7 +23,7 @@ from api.app import create_app  # noqa: E402
 from api.settings import Settings  # noqa: E402
 from api.sidebar import safe_href  # noqa: E402
 from tests.corpora import build_records, stories  # noqa: E402
-from tools.browser import BrowserUnavailable, chromium, serving_api, serving_directory  # noqa: E402
+from tools.browser import serving_api, serving_directory  # noqa: E402
 
 # Titles are HTML-cleaned at ingest, so markup reaches a list as text written with entities; it must
 # be shown as that text. A literal <script> in a title loses its tags but keeps its text.
@@ -171,15 +171,6 @@ def test_widget_script_is_small_and_cacheable(client):
 
 
 # -- widget.js in Chromium --------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    try:
-        with chromium() as browser:
-            yield browser
-    except BrowserUnavailable as err:
-        pytest.skip(f"widget browser tests need Chromium: {err}")
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Iterator[tuple[Path, str]]:
     """A news site on its own loopback origin; tests write their pages into it."""

@@ -37,8 +37,9 @@ def base_url(sock: socket.socket) -> str:
 
 
 @contextlib.contextmanager
-def serving_api(app: Any, *, ready_timeout: float = 120.0) -> Iterator[str]:
-    """Run an ASGI app under uvicorn in a thread on a free loopback port until /readyz is 200; yields its base URL."""
+def serving_api(app: Any, *, wait_for: str = "/readyz", timeout: float = 120.0) -> Iterator[str]:
+    """Run an ASGI app under uvicorn in a thread on a free loopback port until `wait_for` answers 200
+    (/readyz: an index is loaded; /healthz: the server is up); yields its base URL."""
     import uvicorn
 
     sock = bound_socket()
@@ -47,10 +48,10 @@ def serving_api(app: Any, *, ready_timeout: float = 120.0) -> Iterator[str]:
     thread.start()
     base = base_url(sock)
     try:
-        deadline = time.monotonic() + ready_timeout  # the first load in a fresh clone compiles the numba kernels
-        while not ready(base):
+        deadline = time.monotonic() + timeout  # the first load in a fresh clone compiles the numba kernels
+        while not answers_ok(base + wait_for):
             if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the API at {base} did not become ready")
+                raise RuntimeError(f"{base}{wait_for} did not answer 200 in {timeout:.0f} s")
             time.sleep(0.1)
         yield base
     finally:
@@ -59,9 +60,9 @@ def serving_api(app: Any, *, ready_timeout: float = 120.0) -> Iterator[str]:
         sock.close()
 
 
-def ready(base: str) -> bool:
+def answers_ok(url: str) -> bool:
     try:
-        with urllib.request.urlopen(base + "/readyz", timeout=2) as response:
+        with urllib.request.urlopen(url, timeout=2) as response:
             return response.status == 200
     except OSError:
         return False
