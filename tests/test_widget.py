@@ -240,3 +240,14 @@ def test_widget_shows_nothing_when_the_origin_is_not_allowed(browser, data_dir, 
             assert page.get_attribute("#one", "data-related-state") == "error"
         finally:
             page.close()
+
+
+def test_example_page_screenshot(browser, site, api, tmp_path):
+    """tools/sidebar_screenshot.py (the README's picture) on this index."""
+    from tools.sidebar_screenshot import example_page, screenshot
+
+    article = next(r for r in corpus() if r["id"] == "budget-0")
+    (site[0] / "example.html").write_text(example_page(article, api), encoding="utf-8")
+    out = tmp_path / "sidebar.png"
+    assert screenshot(browser, f"{site[1]}/example.html", out) == 5
+    assert out.read_bytes().startswith(b"\x89PNG") and out.stat().st_size < 200_000
