@@ -260,6 +260,8 @@ class IndexInfo(BaseModel):
     )
 
     ready: bool
+    status: Literal["loading", "no_index"] | None = Field(None, description="When not ready: as in /readyz.")
+    reason: str | None = Field(None, description="When not ready: why.")
     version: str | None = None
     articles: int | None = None
     dims: int | None = None

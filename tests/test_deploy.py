@@ -165,6 +165,8 @@ def test_every_route_says_loading_until_the_first_version_is_loaded(data_dir):
         assert error_code(c.get(f"/v1/articles/{ARTICLE}/related")) == "loading"
         assert error_code(c.get(f"/v1/articles/{ARTICLE}/related.html")) == "loading"
         assert error_code(c.post("/v1/related", json={"title": "budget vote"})) == "loading"
+        info = c.get("/v1/index").json()
+        assert info["ready"] is False and info["status"] == "loading" and info["reason"] == body["reason"]
         assert c.get("/healthz").status_code == 200
         release.set()
         wait_until(lambda: c.get("/readyz").status_code == 200)

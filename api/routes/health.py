@@ -49,8 +49,10 @@ async def readyz(holder: HolderDep) -> Response:
 )
 async def index_info(holder: HolderDep) -> IndexInfo:
     index = holder.index
-    details = index.info() if index is not None else {}
-    return IndexInfo(ready=index is not None, **details, **holder.status())
+    if index is None:
+        status, reason = holder.unavailable()
+        return IndexInfo(ready=False, status=status, reason=reason, **holder.status())
+    return IndexInfo(ready=True, **index.info(), **holder.status())
 
 
 @router.get(
