@@ -104,7 +104,11 @@ def chromium() -> Iterator[Any]:
     except ImportError as err:
         raise BrowserUnavailable(f"playwright is not installed ({err}): pip install -e '.[test]'") from None
     executable = chromium_path()
-    with sync_playwright() as playwright:
+    try:
+        playwright = sync_playwright().start()
+    except Exception as err:  # its Node.js driver, shipped in the wheel, did not start
+        raise BrowserUnavailable(f"Playwright's driver cannot start: {err}") from None
+    try:
         try:
             browser = playwright.chromium.launch(executable_path=executable, headless=True, timeout=60_000)
         except PlaywrightError as err:
@@ -114,3 +118,5 @@ def chromium() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+    finally:
+        playwright.stop()
