@@ -230,6 +230,17 @@ def test_widget_takes_the_api_base_from_its_own_url(browser, site, api, client):
         page.close()
 
 
+def test_widget_hosted_by_the_site_takes_the_api_base_from_its_script_tag(browser, site, api, client):
+    (site[0] / "widget.js").write_bytes(client.get("/widget.js").content)
+    page = open_page(browser, site, "own-copy.html", f"""
+        <div id="one" data-related-article="budget-0" data-related-limit="2"></div>
+        <script src="widget.js" data-related-endpoint="{api}"></script>""")
+    try:
+        assert shown_titles(page, "one") == [i["title"] for i in json_items(client, "budget-0", limit=2)]
+    finally:
+        page.close()
+
+
 def test_widget_shows_nothing_when_the_origin_is_not_allowed(browser, data_dir, site):
     with serving_api(create_app(Settings(data_dir=data_dir))) as closed_api:  # no RELATED_CORS_ORIGINS
         page = open_page(browser, site, "not-allowed.html", f"""
