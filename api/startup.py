@@ -19,7 +19,7 @@ def public_base(settings: Settings) -> str:
     host = WILDCARD_HOSTS.get(settings.host, settings.host)
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
-    return f"http://{host}:{settings.port}"
+    return f"http://{host}:{settings.port or 'PORT'}"  # port 0: the one uvicorn reports below
 
 
 def example_article_id(settings: Settings) -> str | None:
