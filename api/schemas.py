@@ -221,8 +221,19 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"ready": False, "version": None, "status": "loading",
+         "reason": f"index version {EXAMPLE_VERSION} is loading: retry in a few seconds"},
+        {"ready": True, "version": EXAMPLE_VERSION},
+    ]})
+
     ready: bool
     version: str | None = None
+    status: Literal["loading", "no_index"] | None = Field(
+        None, description="When not ready: `loading` while the first version loads; `no_index` when none is built "
+        "or it was refused."
+    )
+    reason: str | None = Field(None, description="When not ready: why.")
 
 
 class IndexInfo(BaseModel):
@@ -249,6 +260,8 @@ class IndexInfo(BaseModel):
     )
 
     ready: bool
+    status: Literal["loading", "no_index"] | None = Field(None, description="When not ready: as in /readyz.")
+    reason: str | None = Field(None, description="When not ready: why.")
     version: str | None = None
     articles: int | None = None
     dims: int | None = None

@@ -259,8 +259,11 @@ def serve(data_dir: Path, host: str | None, port: int | None, workers: int | Non
     os.environ.update({k: str(v) for k, v in overrides.items() if v is not None})
     from api.metrics import worker_metrics_dir
     from api.settings import Settings
+    from api.startup import startup_lines
 
     settings = Settings()
+    for line in startup_lines(settings):
+        click.echo(line, err=True)
     with worker_metrics_dir(settings.workers):
         uvicorn.run(
             "api.app:create_app", factory=True, host=settings.host, port=settings.port,

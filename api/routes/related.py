@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -16,6 +17,9 @@ from api.render import render
 from api.served_lists import validators
 from api.schemas import DraftRequest, ErrorResponse, RelatedParams, RelatedResponse, query_parameters
 
+if TYPE_CHECKING:
+    from recommender.related import RelatedList
+
 log = logging.getLogger("related.api")
 router = APIRouter(tags=["related"])
 JSON = "application/json"
@@ -23,11 +27,15 @@ JSON = "application/json"
 ARTICLE_ID = {
     "name": "article_id", "in": "path", "required": True, "schema": {"type": "string"},
     "description": "The CMS id of the article, percent-encoded.",
+    "examples": {
+        "demo": {"summary": "A story of the demo corpus (`make run`)", "value": "nk-ukraine-en-1"},
+        "slashes": {"summary": "An id with slashes (sent as %2F)", "value": "sport/2024/cup-final"},
+    },
 }
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "`article_not_found`"},
     422: {"model": ErrorResponse, "description": "`invalid_parameter`: which parameter and why"},
-    503: {"model": ErrorResponse, "description": "`no_index`: no index version loaded yet"},
+    503: {"model": ErrorResponse, "description": "`loading`: the first version is still loading; `no_index`: none built yet"},
 }
 
 
@@ -48,6 +56,13 @@ async def related_to_article(request: Request) -> Response:
     # Unfiltered lists never get here: api.served_lists answers them in front of the router.
     # No parameters for FastAPI to resolve (its resolver cost about as much as the answer); the
     # OpenAPI parameters are declared above.
+    return article_list_response(request, render, JSON)
+
+
+def article_list_response(
+    request: Request, renderer: Callable[[RelatedList], bytes], media_type: str, cache_prefix: str = ""
+) -> Response:
+    """A stored article's list rendered by `renderer`, with the ETag, 304 and response cache of the JSON route."""
     article_id: str = request.path_params["article_id"]
     parsed = parse_related_query(request.scope["query_string"])
     index = current_index(request)
@@ -55,13 +70,14 @@ async def related_to_article(request: Request) -> Response:
     if etag_matches(request.headers.get("if-none-match"), headers["ETag"]):
         return Response(status_code=304, headers=headers)
     cache = request.app.state.cache
-    body = cache.get(headers["ETag"])
+    key = cache_prefix + headers["ETag"]
+    body = cache.get(key)
     if body is None:
         # A filtered list takes well under a millisecond in most cases: done inline, since a
         # thread hand-off cost more than the work (3x fewer req/s in benchmarks/api_throughput.py).
-        body = render(index.for_article(article_id, parsed.query))
-        cache.put(headers["ETag"], body)
-    return Response(body, media_type=JSON, headers=headers)
+        body = renderer(index.for_article(article_id, parsed.query))
+        cache.put(key, body)
+    return Response(body, media_type=media_type, headers=headers)
 
 
 ARTICLE_ROUTE = next(r for r in router.routes if getattr(r, "endpoint", None) is related_to_article)
