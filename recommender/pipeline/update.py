@@ -629,7 +629,8 @@ def vectorize(run: UpdateRun) -> None:
         run.sparse = parent.sparse("tfidf", len(run.terms))
         if run.sparse.shape[0] != run.n_old:
             raise CorruptArtifactError(f"version {parent.name}: row counts of articles and tfidf differ")
-    docs = documents(ingested.articles, run.config)
+    counts = language_counts(run.columns.lang_codes, run.alive, run.columns.items)
+    docs = documents(ingested.articles, run.config, LanguageDetector.for_index(run.config.text, counts))
     run.new_meta = article_rows(ingested.articles, docs)
     run.analysed = [run.vectorizer.analyze(doc) for doc in docs]  # once: the drift counts read them too
     run.vectors = run.vectorizer.transform(docs, run.analysed) if docs else None
