@@ -70,12 +70,13 @@ from index.neighbours import (
 from index.simhash import signatures
 from recommender.pipeline.articles import Ingested, Reject
 from recommender.pipeline.build import article_rows, documents, library_versions
-from recommender.policy.catalog import FILES as CATALOG_FILES, STRINGS, ArticleColumns, Catalog, item_fragment
+from recommender.policy.catalog import FILES as CATALOG_FILES, STRINGS, ArticleColumns, Catalog, item_fragment, language_counts
 from recommender.config import BuildConfig, PipelineConfig, PolicyConfig
 from recommender.errors import RelatedError
 from recommender.policy.served import precomputable, served_lists
 from recommender.pipeline.stages import Stage
 from recommender.pipeline.sources import read_source, write_rejects
+from recommender.vectors.language import LanguageDetector
 from recommender.vectors.tfidf import STATE_ARRAYS, ArticleVectorizer, Vectors
 
 log = logging.getLogger("related.update")
