@@ -101,6 +101,10 @@ def main() -> None:
         results[dataset] = measure(dataset, args.queries, args.work)
     if not results:
         sys.exit("no dataset found under " + str(DATA))
+    saved = RESULTS / "min-score-floor.json"
+    if saved.is_file():  # datasets measured by an earlier run stay in the table
+        earlier = json.loads(saved.read_text())["datasets"]
+        results = {d: results.get(d) or earlier[d] for d in DATASETS if d in results or d in earlier}
     chosen = choose(results, args.max_drop)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "min-score-floor.json").write_text(
