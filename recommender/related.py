@@ -135,6 +135,7 @@ class RelatedIndex:
         self.for_article(article["id"], query)
         self.for_article(article["id"], query, policy=self.policy)
         self.for_draft(article["title"] or article["id"], "", article["lang"], query)
+        self.detector.guess("x" * max(1, self.detector.min_chars))  # loads the language model (a second or more)
 
     @property
     def size(self) -> int:

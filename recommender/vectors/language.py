@@ -36,7 +36,8 @@ def _identifier(languages: tuple[str, ...]) -> LanguageIdentifier | None:
     """The model restricted to those of `languages` it knows (a shallow copy: the tables are shared);
     None when it knows none of them."""
     model = _model()
-    known = [lang for lang in languages if lang in set(model.labels)]
+    labels = set(model.labels)
+    known = [lang for lang in languages if lang in labels]
     if not known:
         return None
     restricted = copy.copy(model)
