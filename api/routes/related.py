@@ -16,6 +16,7 @@ from api.errors import ApiError
 from api.render import render
 from api.served_lists import validators
 from api.schemas import DraftRequest, ErrorResponse, RelatedParams, RelatedResponse, query_parameters
+from recommender.policy.ranking import ANY_LANGUAGE
 
 if TYPE_CHECKING:
     from recommender.related import RelatedList
@@ -34,7 +35,10 @@ ARTICLE_ID = {
 }
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "`article_not_found`"},
-    422: {"model": ErrorResponse, "description": "`invalid_parameter`: which parameter and why"},
+    422: {
+        "model": ErrorResponse,
+        "description": "`invalid_parameter`: which parameter and why (also a `lang` the index holds no article in)",
+    },
     503: {"model": ErrorResponse, "description": "`loading`: the first version is still loading; `no_index`: none built yet"},
 }
 
@@ -66,6 +70,7 @@ def article_list_response(
     article_id: str = request.path_params["article_id"]
     parsed = parse_related_query(request.scope["query_string"])
     index = current_index(request)
+    check_language(index, parsed.params.lang, "lang")
     headers = validators(request.app.state, index, article_id, parsed)
     if etag_matches(request.headers.get("if-none-match"), headers["ETag"]):
         return Response(status_code=304, headers=headers)
@@ -95,15 +100,22 @@ ARTICLE_ROUTE = next(r for r in router.routes if getattr(r, "endpoint", None) is
     responses={422: ERRORS[422], 503: ERRORS[503], 413: {"model": ErrorResponse, "description": "`payload_too_large`"}},
 )
 async def related_to_draft(request: Request, draft: DraftRequest, index: IndexDep) -> Response:
-    lang = draft.lang if draft.lang != "any" else None
-    languages = index.config.text.languages
-    if lang is not None and lang not in languages:
-        raise ApiError(
-            422, "invalid_parameter", f"lang: {lang!r} is not one of this index's languages ({', '.join(languages)})",
-            extra={"parameter": "body.lang"},
-        )
+    check_language(index, draft.lang, "body.lang")
+    lang = draft.lang if draft.lang != ANY_LANGUAGE else None
     query = draft.to_query()
     result = await asyncio.get_running_loop().run_in_executor(
         request.app.state.ranker, partial(index.for_draft, draft.title, draft.body, lang, query)
     )
     return Response(render(result), media_type=JSON, headers={"Cache-Control": "no-store"})
+
+
+def check_language(index: Any, lang: str | None, parameter: str) -> None:
+    """A `lang` naming no language of the index is a client error, in GET and drafts alike: it could
+    only give an empty list (GET) or analysis with no stop words or stemming (drafts)."""
+    if lang is None or lang == ANY_LANGUAGE or lang in index.languages:
+        return
+    known = ", ".join(index.languages) or "none"
+    raise ApiError(
+        422, "invalid_parameter", f"{parameter}: {lang!r} is not one of this index's languages ({known}); "
+        "name one of them or `any`", extra={"parameter": parameter},
+    )

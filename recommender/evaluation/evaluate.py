@@ -62,7 +62,7 @@ from pydantic import BaseModel, ValidationError
 from recommender.evaluation import metrics as m
 from recommender.evaluation import trec
 from recommender.evaluation.judgments import Judgments, Labels, judgments_from_labels, judgments_from_qrels, read_labels, sample
-from recommender.vectors.analysis import detect_language
+from recommender.vectors.language import detect_language
 from recommender.pipeline.articles import Article
 from recommender.evaluation.baselines import BM25, BM25Params, TfidfCosine, TfidfCosineParams
 from recommender.config import PipelineConfig

@@ -31,7 +31,7 @@ from index.artifacts import VersionWriter, build_lock, current_version, find_ver
 from index.faiss_index import IndexParams, build_index, rerank_factor
 from index.neighbours import Corpus, NeighbourParams, build_neighbours, prune_rows
 from index.simhash import signatures
-from recommender.vectors.analysis import detect_language
+from recommender.vectors.language import DETECT_CHARS, LanguageDetector, assign_languages
 from recommender.pipeline.articles import Article, Ingested, Reject
 from recommender.config import PipelineConfig
 from recommender.errors import RelatedError
@@ -89,13 +89,17 @@ def content_hash(source: BinaryIO, config: PipelineConfig) -> str:
     return digest.hexdigest()
 
 
-def documents(articles: Sequence[Article], config: PipelineConfig) -> list[Document]:
-    """Vectorizer input; the language comes from the record or is detected from the text."""
-    default = config.text.default_lang
-    return [
-        Document(lang=a.lang or detect_language(f"{a.title}. {a.body}", default), title=a.title, body=a.body)
-        for a in articles
-    ]
+def documents(
+    articles: Sequence[Article], config: PipelineConfig, detector: LanguageDetector | None = None
+) -> list[Document]:
+    """Vectorizer input; the language comes from the record, else is detected from the text: by
+    `detector` (an update: the index's languages and default), or as a build does (assign_languages)."""
+    texts = (f"{a.title}. {a.body[:DETECT_CHARS]}" for a in articles)
+    if detector is None:
+        langs = assign_languages([a.lang for a in articles], texts, config.text)
+    else:
+        langs = [a.lang or detector.detect(text) for a, text in zip(articles, texts)]
+    return [Document(lang=lang, title=a.title, body=a.body) for a, lang in zip(articles, langs)]
 
 
 def article_rows(articles: Sequence[Article], docs: Sequence[Document]) -> list[dict]:

@@ -70,13 +70,14 @@ from index.neighbours import (
 from index.simhash import signatures
 from recommender.pipeline.articles import Ingested, Reject
 from recommender.pipeline.build import article_rows, documents, library_versions
-from recommender.policy.catalog import FILES as CATALOG_FILES, STRINGS, ArticleColumns, Catalog, item_fragment
+from recommender.policy.catalog import FILES as CATALOG_FILES, STRINGS, ArticleColumns, Catalog, item_fragment, language_counts
 from recommender.config import BuildConfig, PipelineConfig, PolicyConfig
 from recommender.errors import RelatedError
 from recommender.policy.served import precomputable, served_lists
 from recommender.pipeline.stages import Stage
 from recommender.pipeline.changes import Changes, changes_of
 from recommender.pipeline.sources import write_rejects
+from recommender.vectors.language import LanguageDetector
 from recommender.vectors.tfidf import STATE_ARRAYS, ArticleVectorizer, Vectors
 
 log = logging.getLogger("related.update")
@@ -629,7 +630,8 @@ def vectorize(run: UpdateRun) -> None:
         run.sparse = parent.sparse("tfidf", len(run.terms))
         if run.sparse.shape[0] != run.n_old:
             raise CorruptArtifactError(f"version {parent.name}: row counts of articles and tfidf differ")
-    docs = documents(ingested.articles, run.config)
+    counts = language_counts(run.columns.lang_codes, run.alive, run.columns.items)
+    docs = documents(ingested.articles, run.config, LanguageDetector.for_index(run.config.text, counts))
     run.new_meta = article_rows(ingested.articles, docs)
     run.analysed = [run.vectorizer.analyze(doc) for doc in docs]  # once: the drift counts read them too
     run.vectors = run.vectorizer.transform(docs, run.analysed) if docs else None
