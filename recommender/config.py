@@ -98,6 +98,7 @@ class PolicyConfig(_Section):
     """Request-time ranking policy applied on the precomputed list."""
 
     same_language: bool = True
+    duplicates: bool = Field(True, description="Collapse copies (off: copies are served as ranked, for evaluation).")
     duplicate_threshold: float = Field(0.995, gt=0.0, le=1.0, description="Cosine above which two items are copies.")
     duplicate_same_title: bool = Field(True, description="Same normalized title (or same URL) means a copy.")
     freshness_half_life_days: float | None = Field(None, gt=0.0)
