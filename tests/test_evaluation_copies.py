@@ -120,3 +120,11 @@ def test_evaluate_reports_novelty_with_the_duplicate_policy_on_and_off(tmp_path)
     for name in ("summary.md", "report.html"):
         text = (out / name).read_text()
         assert metrics.NOVELTY in text and "dup rate" in text and "shingle" in text
+
+
+def test_shipped_duplicates_off_config():
+    from recommender.evaluation.evaluate import load_config
+
+    config = load_config("duplicates_off")
+    assert config.name == "duplicates_off" and config.pipeline.policy.duplicates is False
+    assert config.pipeline.neighbours == load_config("default").pipeline.neighbours
