@@ -7,6 +7,7 @@ benchmarks/results/evaluate-datasets.md, one table over all datasets.
 
     python benchmarks/evaluate_datasets.py                              # all datasets, default configs
     python benchmarks/evaluate_datasets.py --datasets duc2004 bbc --config default --config sparse_only
+    python benchmarks/evaluate_datasets.py --config default --config duplicates_off   # duplicate policy on / off
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from recommender.evaluation.evaluate import load_configs, run_evaluation  # noqa: E402
-from recommender.evaluation.metrics import RANK_MEASURES  # noqa: E402
+from recommender.evaluation.metrics import NOVELTY, RANK_MEASURES  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -30,14 +31,15 @@ DATASETS = ("duc2004", "bbc", "10kgnad-test", "reuters21578")
 
 
 def table(results: dict[str, dict]) -> str:
-    header = ["dataset", "queries", "config", *RANK_MEASURES, "ANN R@10", "dup rate", "p50 ms", "p99 ms", "build s"]
+    header = ["dataset", "queries", "config", *RANK_MEASURES, NOVELTY, "dup rate", "ANN R@10", "p50 ms", "p99 ms",
+              "build s"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for dataset, report in results.items():
         for config in report["configs"]:
             cells = [dataset, str(report["queries"]), config["name"]]
-            cells += [f"{config['metrics'][name]:.3f}" for name in RANK_MEASURES]
+            cells += [f"{config['metrics'][name]:.3f}" for name in (*RANK_MEASURES, NOVELTY)]
             ann = config["ann_recall@10"]
-            cells += ["exact" if ann is None else f"{ann:.3f}", f"{config['beyond']['duplicate_rate']:.4f}",
+            cells += [f"{config['beyond']['duplicate_rate']:.4f}", "exact" if ann is None else f"{ann:.3f}",
                       f"{config['latency']['p50_ms']:.2f}", f"{config['latency']['p99_ms']:.2f}",
                       f"{config['build']['seconds']:.1f}"]
             lines.append("| " + " | ".join(cells) + " |")

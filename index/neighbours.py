@@ -35,7 +35,7 @@ class NeighbourParams:
     candidates: int = 200
     sparse_weight: float = 1.0
     feedback: int = 5  # neighbours folded into the expanded row; 0 disables the second pass
-    feedback_weight: float = 1.0
+    feedback_weight: float = 3.0
     time_weight: float = 0.3
     time_scale_days: float = 14.0
     signature_terms: int = 128  # terms per row kept for pair scoring; 0 keeps all

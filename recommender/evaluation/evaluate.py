@@ -23,10 +23,17 @@ ranks 11..100, for R@100, come from a second `for_article(limit=100)` call, appe
 10 without repeats. The TREC run files hold exactly these merged lists, with scores made strictly
 decreasing in served order so that trec_eval / ir_measures on the files reproduce our numbers.
 
+Copies are judged by a relation that does not come from any ranking model
+(recommender/evaluation/resemblance.py): word 5-shingle resemblance >= 0.8 of the bodies, or the same
+canonical URL. `novelty_nDCG@10` gives a listed item that copies the query, or copies an item listed
+above it, no gain, and its ideal ranking counts one member per copy group (connected component of the
+relation; members that copy the query are left out): a policy that collapses copies is not penalised
+for the copy it leaves out. Duplicate rate: the share of listed top-10 items that are such copies.
+
 Beyond accuracy, in one reference space shared by all configs (plain TF-IDF, the tfidf_cosine
 baseline's vectors, so configs are comparable whatever their own vectors): intra-list diversity
-(mean pairwise 1 - cosine in each top 10), duplicate rate (share of pairs in a top 10 with cosine >= 0.9),
-catalog coverage (share of articles in at least one evaluated top 10).
+(mean pairwise 1 - cosine in each top 10), catalog coverage (share of articles in at least one
+evaluated top 10).
 
 ANN recall@10 (pipeline configs): for a seeded sample of up to 200 queries, the pipeline's own scoring
 (`index.neighbours.query_neighbours`: both passes, dense blend, time factor) runs over exhaustive
@@ -62,6 +69,7 @@ from pydantic import BaseModel, ValidationError
 from recommender.evaluation import metrics as m
 from recommender.evaluation import trec
 from recommender.evaluation.judgments import Judgments, Labels, judgments_from_labels, judgments_from_qrels, read_labels, sample
+from recommender.evaluation.resemblance import RESEMBLANCE, SHINGLE_WORDS, CopyRelation
 from recommender.vectors.language import detect_language
 from recommender.pipeline.articles import Article
 from recommender.evaluation.baselines import BM25, BM25Params, TfidfCosine, TfidfCosineParams
@@ -78,7 +86,6 @@ SERVED = 10
 DEEP = 100
 ANN_SAMPLE = 200
 ANN_CANDIDATES = 100
-DUPLICATE_COSINE = 0.9
 NO_CATEGORY = "(none)"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -242,7 +249,9 @@ class PipelineSystem(System):
         self._query = RelatedQuery
 
     def related(self, article_id: str, limit: int) -> Ranked:
-        result = self.index.for_article(article_id, self._query(limit=limit))
+        # Ranks past the sidebar are for R@100 only: no floor cuts them, as none cuts the baselines'.
+        floor = None if limit <= SERVED else 0.0
+        result = self.index.for_article(article_id, self._query(limit=limit, min_score=floor))
         return [(item["id"], float(item["score"])) for item in result.items]
 
     def exact_recall(self, queries: Sequence[str]) -> float | None:
@@ -326,6 +335,7 @@ class Evaluation:
     systems: list[SystemResult]
     seed: int
     created: str
+    copies: CopyRelation
     rejects: int = 0
 
     def grade(self, qid: str, docid: str) -> int:
@@ -342,7 +352,12 @@ class Evaluation:
             "relevance_level": self.judgments.level,
             "relevance": "P/R/MRR count grade >= level; nDCG uses grades 2 story / 1 category",
             "seed": self.seed,
-            "measures": list(m.RANK_MEASURES),
+            "measures": [*m.RANK_MEASURES, m.NOVELTY],
+            "copy_relation": {
+                "shingle_words": SHINGLE_WORDS, "resemblance": RESEMBLANCE, "same_canonical_url": True,
+                "pairs": len(self.copies.pairs),
+                "articles_with_a_copy": self.copies.articles_with_a_copy,
+            },
             "configs": [s.summary() for s in self.systems],
         }
 
@@ -360,9 +375,37 @@ def breakdown(per_query: dict[str, dict[str, float]], group_of: dict[str, str]) 
     return out
 
 
+def ideal_novel_gains(judged: dict[str, int], query: str, copies: CopyRelation) -> list[int]:
+    """The gains a list could collect without copies: the best grade of each copy group,
+    members that copy the query left out."""
+    best: dict[str, int] = {}
+    for docid, grade in judged.items():
+        if grade > 0 and not copies.is_copy(query, docid):
+            group = copies.group.get(docid, docid)
+            best[group] = max(best.get(group, 0), grade)
+    return list(best.values())
+
+
+def novelty(
+    ranked: dict[str, Ranked], judgments: Judgments, copies: CopyRelation, ideal: dict[str, list[int]]
+) -> tuple[dict[str, float], float]:
+    """Per-query novelty nDCG@10 and the pooled share of listed top-10 items that are copies."""
+    values, listed, redundant = {}, 0, 0
+    for qid in judgments.queries:
+        items = [d for d, _ in ranked.get(qid, [])[:SERVED]]
+        flags = copies.copies_earlier(qid, items)
+        grades = [judgments.qrels[qid].get(d, 0) for d in items]
+        values[qid] = m.novelty_ndcg(grades, flags, ideal[qid], SERVED)
+        listed += len(items)
+        redundant += sum(flags)
+    return values, (redundant / listed if listed else math.nan)
+
+
 def evaluate_system(
     system: System,
     judgments: Judgments,
+    copies: CopyRelation,
+    ideal: dict[str, list[int]],
     reference: TfidfCosine,
     row_of: dict[str, int],
     query_lang: dict[str, str],
@@ -381,12 +424,13 @@ def evaluate_system(
         ranked[qid] = (served + deep)[:DEEP]
     run = trec.ranked_to_run(ranked)
     values = m.per_query(judgments.qrels, run, judgments.level, judgments.queries)
+    values[m.NOVELTY], duplicates = novelty(ranked, judgments, copies, ideal)
     lists = [[row_of[d] for d, _ in ranked[q][:SERVED]] for q in judgments.queries]
     vectors = reference.vectors_
     beyond = {
         "catalog_coverage": m.catalog_coverage(lists, len(row_of)),
         "intra_list_diversity": m.intra_list_diversity(lists, vectors),
-        "duplicate_rate": m.duplicate_rate(lists, vectors, DUPLICATE_COSINE),
+        "duplicate_rate": duplicates,
         "mean_list_length": float(np.mean([len(x) for x in lists])) if lists else math.nan,
     }
     if progress:
@@ -459,6 +503,9 @@ def run_evaluation(
     }
     reference = TfidfCosine().fit(articles)
     row_of = {article_id: row for row, article_id in enumerate(ids)}
+    copies = CopyRelation.of(articles)
+    ideal = {q: ideal_novel_gains(judgments.qrels[q], q, copies) for q in judgments.queries}
+    say(f"copy relation: {len(copies.pairs)} pairs of copies")
 
     results: list[SystemResult] = []
     for config in configs:
@@ -469,7 +516,7 @@ def run_evaluation(
             system = BaselineSystem(config, articles)
         say(f"{config.name}: querying")
         results.append(
-            evaluate_system(system, judgments, reference, row_of, query_lang, query_category, seed, say)
+            evaluate_system(system, judgments, copies, ideal, reference, row_of, query_lang, query_category, seed, say)
         )
     first = results[0]
     for result in results[1:]:
@@ -488,6 +535,7 @@ def run_evaluation(
         systems=results,
         seed=seed,
         created=datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        copies=copies,
         rejects=len(ingested.rejects),
     )
     write_outputs(evaluation, out)

@@ -22,6 +22,7 @@ import scipy.sparse as sp
 from scipy import stats
 
 RANK_MEASURES = ("nDCG@10", "P@5", "P@10", "R@10", "R@100", "MRR@10")
+NOVELTY = "novelty_nDCG@10"  # computed in evaluate.py from the copy relation, not by ir_measures
 
 
 def ir_measure_objects(level: int) -> dict[str, object]:
@@ -60,6 +61,19 @@ def per_query(
 
 def means(values: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
     return {name: float(np.mean(list(v.values()))) if v else math.nan for name, v in values.items()}
+
+
+def novelty_ndcg(grades: Sequence[int], redundant: Sequence[bool], ideal: Sequence[int], k: int = 10) -> float:
+    """nDCG@k where a redundant item (a copy of the query or of an item above it) gains 0.
+
+    `grades` are the listed items' grades in rank order; `ideal` the gains the best list could
+    collect (one per copy group, see evaluate.py). Linear gains and log2 discounts as trec_eval's
+    nDCG, so with no copies anywhere this equals `nDCG@10`.
+    """
+    dcg = sum(0 if copy else g / math.log2(r + 2) for r, (g, copy) in enumerate(zip(grades[:k], redundant[:k])))
+    best = sorted((g for g in ideal if g > 0), reverse=True)[:k]
+    idcg = sum(g / math.log2(r + 2) for r, g in enumerate(best))
+    return dcg / idcg if idcg > 0 else 0.0
 
 
 # -- beyond accuracy ------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from recommender.evaluation.metrics import RANK_MEASURES, latency_summary  # noqa: E402
+from recommender.evaluation.metrics import NOVELTY, RANK_MEASURES, latency_summary  # noqa: E402
+from recommender.evaluation.resemblance import RESEMBLANCE, SHINGLE_WORDS  # noqa: E402
 
 if TYPE_CHECKING:
     from recommender.evaluation.evaluate import Evaluation, SystemResult
@@ -47,7 +48,7 @@ def _p(value: Any) -> str:
 
 # -- tables (shared by Markdown and HTML) -----------------------------------------------------------
 def main_table(evaluation: Evaluation) -> tuple[list[str], list[list[str]]]:
-    header = ["config", "kind", *RANK_MEASURES, "coverage", "diversity", "dup rate", "ANN R@10",
+    header = ["config", "kind", *RANK_MEASURES, NOVELTY, "dup rate", "coverage", "diversity", "ANN R@10",
               "p50 ms", "p99 ms", "build s", "peak MB"]
     rows = []
     for s in evaluation.systems:
@@ -55,9 +56,9 @@ def main_table(evaluation: Evaluation) -> tuple[list[str], list[list[str]]]:
         build = s.build
         seconds = _fmt(build.get("seconds"), 1) + (" (reused)" if build.get("reused") else "")
         rows.append([
-            s.name, s.kind, *(_fmt(s.means[name]) for name in RANK_MEASURES),
-            _fmt(s.beyond["catalog_coverage"]), _fmt(s.beyond["intra_list_diversity"]),
-            _fmt(s.beyond["duplicate_rate"], 4), "exact" if s.ann_recall is None else _fmt(s.ann_recall),
+            s.name, s.kind, *(_fmt(s.means[name]) for name in RANK_MEASURES), _fmt(s.means[NOVELTY]),
+            _fmt(s.beyond["duplicate_rate"], 4), _fmt(s.beyond["catalog_coverage"]),
+            _fmt(s.beyond["intra_list_diversity"]), "exact" if s.ann_recall is None else _fmt(s.ann_recall),
             _fmt(latency["p50_ms"], 2), _fmt(latency["p99_ms"], 2), seconds, _fmt(build.get("peak_rss_delta_mb"), 0),
         ])
     return header, rows
@@ -78,12 +79,13 @@ def significance_table(evaluation: Evaluation) -> tuple[list[str], list[list[str
 def breakdown_table(evaluation: Evaluation, attribute: str) -> tuple[list[str], list[list[str]]]:
     systems = evaluation.systems
     groups = sorted({g for s in systems for g in getattr(s, attribute)})
-    header = [attribute.removeprefix("by_"), "queries", *(f"{s.name} nDCG@10" for s in systems)]
+    header = [attribute.removeprefix("by_"), "queries",
+              *(f"{s.name} {name}" for s in systems for name in ("nDCG@10", NOVELTY))]
     rows = []
     for group in groups:
         first = getattr(systems[0], attribute).get(group, {})
         rows.append([group, str(first.get("queries", 0)),
-                     *(_fmt(getattr(s, attribute).get(group, {}).get("nDCG@10")) for s in systems)])
+                     *(_fmt(getattr(s, attribute).get(group, {}).get(name)) for s in systems for name in ("nDCG@10", NOVELTY))])
     return header, rows
 
 
@@ -104,8 +106,11 @@ def _intro(evaluation: Evaluation) -> list[str]:
         + (f" ({evaluation.rejects} rejected)" if evaluation.rejects else "")
         + f", {len(j.queries)} queries (judgments from {j.source}, seed {evaluation.seed}).",
         f"nDCG@10 on graded relevance (2 same story, 1 same category); P, R and MRR count {level} as relevant.",
-        "Top 10 = the served list (limit=10); R@100 appends the limit=100 list. Diversity, duplicate rate "
-        "(pairs with cosine ≥ 0.9) and coverage use one plain TF-IDF space for all configs. "
+        "Top 10 = the served list (limit=10); R@100 appends the limit=100 list. Copies are judged apart from any "
+        f"ranking model: word {SHINGLE_WORDS}-shingle resemblance ≥ {RESEMBLANCE} of the bodies, or the same "
+        f"canonical URL ({len(evaluation.copies.pairs)} pairs in this corpus). {NOVELTY} gives a copy of the query "
+        "or of a higher item no gain and counts one member per copy group in the ideal list; dup rate is the share "
+        "of listed top-10 items that are such copies. Diversity and coverage use one plain TF-IDF space for all configs. "
         "Latency: one `for_article` call (limit=10) or one baseline query, in-process. "
         "Peak MB: RSS increase during the build.",
     ]
@@ -131,12 +136,12 @@ def _png(fig) -> str:
 
 
 def plot_metrics(systems: Sequence[SystemResult]) -> str:
-    names = [*RANK_MEASURES, "coverage", "diversity"]
+    names = [*RANK_MEASURES, NOVELTY, "coverage", "diversity"]
     fig, ax = plt.subplots(figsize=(10, 4))
     width = 0.8 / len(systems)
     x = np.arange(len(names))
     for i, s in enumerate(systems):
-        values = [s.means[n] for n in RANK_MEASURES] + [s.beyond["catalog_coverage"], s.beyond["intra_list_diversity"]]
+        values = [s.means[n] for n in (*RANK_MEASURES, NOVELTY)] + [s.beyond["catalog_coverage"], s.beyond["intra_list_diversity"]]
         ax.bar(x + i * width - 0.4 + width / 2, np.nan_to_num(values), width, label=s.name)
     ax.set_xticks(x, names)
     ax.set_ylim(0, 1.05)

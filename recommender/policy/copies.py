@@ -31,7 +31,9 @@ WALK_MIN = 100
 
 def rules(config: PolicyConfig) -> tuple[np.float32, bool, int, int, np.float32]:
     """(threshold, same-title rule on, screen distance for copies, for same-title copies,
-    same-title threshold) for the kernels."""
+    same-title threshold) for the kernels; with `duplicates` off no pair passes the screen."""
+    if not config.duplicates:
+        return np.float32(np.inf), False, -1, -1, np.float32(np.inf)
     title_min = min(config.duplicate_threshold, SAME_TITLE_MIN_COSINE)
     return (
         np.float32(config.duplicate_threshold), bool(config.duplicate_same_title),
