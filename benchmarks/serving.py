@@ -24,6 +24,15 @@ def free_port() -> int:
 @contextlib.contextmanager
 def running(cmd: list[str], port: int, env: dict[str, str], timeout: float = 300) -> Iterator[str]:
     """Start a server, wait for /readyz, stop it afterwards; its log's ERROR lines go to stderr."""
+    with started(cmd, port, env, timeout) as (base, _process):
+        yield base
+
+
+@contextlib.contextmanager
+def started(
+    cmd: list[str], port: int, env: dict[str, str], timeout: float = 300
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`running`, also yielding the server's process (to watch its workers)."""
     base = f"http://{HOST}:{port}"
     with tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False) as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -41,7 +50,7 @@ def running(cmd: list[str], port: int, env: dict[str, str], timeout: float = 300
             if time.monotonic() > deadline:
                 raise RuntimeError(f"not ready after {timeout}s: {Path(log.name).read_text()[-2000:]}")
             time.sleep(0.2)
-        yield base
+        yield base, proc
     finally:
         proc.terminate()
         try:

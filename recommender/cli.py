@@ -296,7 +296,7 @@ def evaluate(
 
 
 @main.command()
-@click.option("--source", required=True, type=click.Path(path_type=Path),
+@click.option("--source", required=True, type=click.Path(readable=False, path_type=Path),
               help="Update file (corpus format; records with \"deleted\": true remove an article).")
 @data_dir_option
 @config_option

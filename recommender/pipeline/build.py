@@ -33,7 +33,7 @@ from index.simhash import signatures
 from recommender.vectors.analysis import detect_language
 from recommender.pipeline.articles import Article, Ingested, Reject
 from recommender.config import PipelineConfig
-from recommender.errors import RelatedError
+from recommender.errors import RelatedError, SourceError
 from recommender.pipeline.gate import GateRefused, GateResult
 from recommender.policy.catalog import Catalog, epochs, write_columns
 from recommender.pipeline.stages import Stage
@@ -228,7 +228,10 @@ class LocalExecutor:
         return str(path.resolve())
 
     def open(self, location: str) -> BinaryIO:
-        return open(location, "rb")
+        try:
+            return open(location, "rb")
+        except OSError as err:  # permission denied, I/O error
+            raise SourceError(f"cannot read source file {location}: {err.strerror or err}") from None
 
     def ingest(self, location: str, bars: Bars) -> Intake:
         with bars("ingest", Path(location).stat().st_size, unit="B", unit_scale=True) as advance:
@@ -379,7 +382,6 @@ def build(
     started = time.perf_counter()
     executor = executor or LocalExecutor(config.build.workers or os.cpu_count() or 1)
     location = executor.locate(source)
-    data_dir.mkdir(parents=True, exist_ok=True)
     with build_lock(data_dir):
         with executor.open(location) as handle:
             digest = content_hash(handle, config)
