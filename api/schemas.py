@@ -223,6 +223,9 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     ready: bool
     version: str | None = None
+    reason: str | None = Field(
+        None, description="Why nothing is served (503), or why an older version than `current` is (200)."
+    )
 
 
 class IndexInfo(BaseModel):
@@ -261,6 +264,9 @@ class IndexInfo(BaseModel):
     last_reload_error: str | None = Field(None, description="Why the newest version was refused, if it was.")
     failed_version: str | None = Field(None, description="The refused version dir, not retried automatically.")
     last_check_at: str | None = Field(None, description="Last check of the `current` link.")
+    fallback: str | None = Field(
+        None, description="Why an older version than `current` is served: `current` failed verification at start-up."
+    )
 
 
 class ReloadResult(BaseModel):

@@ -406,7 +406,7 @@ def test_draft_body_over_limit_is_413(client):
 # -- operations ------------------------------------------------------------------------------
 def test_health_ready_index(client, built):
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").json() == {"ready": True, "version": built[1]}
+    assert client.get("/readyz").json() == {"ready": True, "version": built[1], "reason": None}
     info = client.get("/v1/index").json()
     assert info["ready"] is True and info["version"] == built[1]
     assert info["articles"] == len(make_corpus(datetime.now(timezone.utc))) and info["dims"] == 16

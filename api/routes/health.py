@@ -20,14 +20,20 @@ async def healthz() -> Health:
     "/readyz",
     response_model=Readiness,
     summary="Readiness",
-    description="200 once an index version is loaded; 503 (`ready: false`) before, e.g. when nothing is built yet.",
+    description=(
+        "200 once an index version is loaded; 503 (`ready: false`) before, e.g. when nothing is built yet or no "
+        "version verifies. `reason` says why nothing is served, or why an older version than `current` is."
+    ),
     responses={503: {"model": Readiness, "description": "No index loaded yet."}},
 )
 async def readyz(holder: HolderDep) -> Response:
     index = holder.index
     if index is None:
-        return JSONResponse({"ready": False, "version": None}, status_code=503, headers={"Retry-After": "5"})
-    return JSONResponse({"ready": True, "version": index.name})
+        return JSONResponse(
+            {"ready": False, "version": None, "reason": holder.last_reload_error},
+            status_code=503, headers={"Retry-After": "5"},
+        )
+    return JSONResponse({"ready": True, "version": index.name, "reason": holder.fallback})
 
 
 @router.get(
