@@ -20,7 +20,7 @@ at --build-at (10 s), whose swap lands mid-run on 2 cores. Updates refused becau
 
 Reports errors by kind (any status but 200 and 304, or a failed request), req/s and p99 per
 minute, each worker's RSS (and private memory) every 10 s with its growth after the first
-minute, and whether the `index_version` of the responses only moved forward: checked per
+minute (median of minute 2 against median of the last minute), and whether the `index_version` of the responses only moved forward: checked per
 connection, since a keep-alive connection stays with one worker and the two workers switch
 versions a check interval apart. Prints a per-minute table and writes
 benchmarks/results/soak.json (soak-<N>k.json for other sizes). The baseline compared against
@@ -34,6 +34,7 @@ import asyncio
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import time
@@ -46,7 +47,7 @@ import httpx
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving import HOST, free_port, hard_linked_copy, started  # noqa: E402
+from serving import HOST, all_ready, free_port, hard_linked_copy, started, workers  # noqa: E402
 from synthetic import synthetic_corpus  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -291,34 +292,25 @@ async def cli_updates(data: Path, traffic: Traffic, soak: Soak, deadline: float)
 
 
 async def full_build(corpus: Path, data: Path, soak: Soak, at: float) -> None:
+    """One full build, retried every 5 s while an update holds the lock (as deploy/crontab does)."""
     await asyncio.sleep(at)
-    entry = await run_cli(soak, "full build", "build", "--source", str(corpus), "--data-dir", str(data),
-                          "--force", "--no-progress")
+    while True:
+        entry = await run_cli(soak, "full build", "build", "--source", str(corpus), "--data-dir", str(data),
+                              "--force", "--no-progress")
+        if entry["exit"] != 75:
+            break
+        await asyncio.sleep(5)
     if entry["exit"] == 0:
         entry["version"] = (data / "current").resolve().name
 
 
 # -- worker memory --------------------------------------------------------------------------------------
-def workers(server: psutil.Process) -> list[psutil.Process]:
-    """uvicorn's worker processes (spawned children), not multiprocessing's resource tracker."""
-    found = []
-    for child in server.children():
-        try:
-            if child.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(child.cmdline()):
-                found.append(child)
-        except psutil.Error:  # gone meanwhile
-            continue
-    return found
-
-
 def wait_all_ready(base: str, server: psutil.Process, count: int, timeout: float = 300) -> None:
-    """/readyz answers from whichever worker accepts; /metrics' ready gauge is the minimum over workers."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if len(workers(server)) == count and "related_index_ready 1.0" in httpx.get(f"{base}/metrics").text:
-            return
+    while not all_ready(base, server, count):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not every worker was ready after {timeout} s")
         time.sleep(0.5)
-    raise RuntimeError(f"not every worker was ready after {timeout} s")
 
 
 def memory(process: psutil.Process) -> dict:
@@ -340,23 +332,25 @@ async def sample_memory(server: psutil.Process, soak: Soak, deadline: float) -> 
         await asyncio.sleep(RSS_EVERY)
 
 
-def growth(samples: list[dict]) -> dict[str, dict]:
-    """Per worker pid: RSS and private memory at the first sample after minute 1 and at the end."""
+def growth(samples: list[dict], seconds: float) -> dict[str, dict]:
+    """Per worker pid: median RSS (and private memory) over minute 2 and over the last minute, and the growth.
+
+    Medians of six samples: RSS counts the mapped files' pages, which come and go with every new version,
+    and a posted update briefly adds its temporaries to the worker that runs it."""
     by_pid: dict[int, list[tuple[float, dict]]] = defaultdict(list)
     for sample in samples:
         for w in sample.get("workers", []):
             by_pid[w["pid"]].append((sample["at"], w))
     out = {}
     for pid, series in by_pid.items():
-        after = [w for at, w in series if at >= 60] or [series[-1][1]]
-        first, last = after[0], after[-1]
-        out[str(pid)] = {
-            "rss_mb_after_minute_1": first["rss_mb"], "rss_mb_end": last["rss_mb"],
-            "rss_growth": round(last["rss_mb"] / first["rss_mb"] - 1, 4),
-            "private_mb_after_minute_1": first["anon_mb"], "private_mb_end": last["anon_mb"],
-            "private_growth": round(last["anon_mb"] / first["anon_mb"] - 1, 4) if first["anon_mb"] else None,
-            "samples": len(series),
-        }
+        early = [w for at, w in series if 60 <= at < 120] or [series[0][1]]
+        late = [w for at, w in series if at >= seconds - 60] or [series[-1][1]]
+        row: dict = {"samples": len(series)}
+        for key, label in (("rss_mb", "rss"), ("anon_mb", "private")):
+            first, last = statistics.median(w[key] for w in early), statistics.median(w[key] for w in late)
+            row |= {f"{label}_mb_minute_2": first, f"{label}_mb_last_minute": last,
+                    f"{label}_growth": round(last / first - 1, 4)}
+        out[str(pid)] = row
     return out
 
 
@@ -384,8 +378,8 @@ def report(soak: Soak, args, build_seconds: float) -> dict:
         row["rss_mb"] = [w["rss_mb"] for w in rss[-1]["workers"]] if rss else []
         row["changes"] = [f"{c['kind']}: {c['outcome']}" for c in soak.changes if i * 60 <= c["at"] < (i + 1) * 60]
         minutes.append(row)
-    grown = growth(soak.rss)
-    build = next((c for c in soak.changes if c["kind"] == "full build"), {})
+    grown = growth(soak.rss, args.minutes * 60)
+    build = next((c for c in reversed(soak.changes) if c["kind"] == "full build"), {})  # the attempt that ran
     swap_at = soak.first_seen.get(build.get("version", ""), None)
     outcomes = Counter(f"{c['kind']}: {c['outcome']}" for c in soak.changes)
     acceptance = {
@@ -428,9 +422,9 @@ def print_table(out: dict) -> None:
           f"first served at {build.get('swap_seen_at')} s")
     print(f"changes: {out['change_outcomes']}")
     for pid, g in out["rss_growth_after_minute_1"].items():
-        print(f"worker {pid}: RSS {g['rss_mb_after_minute_1']} -> {g['rss_mb_end']} MB ({g['rss_growth']:+.1%}), "
-              f"private {g['private_mb_after_minute_1']} -> {g['private_mb_end']} MB"
-              + (f" ({g['private_growth']:+.1%})" if g["private_growth"] is not None else ""))
+        print(f"worker {pid}, median of minute 2 -> of the last minute: RSS {g['rss_mb_minute_2']} -> "
+              f"{g['rss_mb_last_minute']} MB ({g['rss_growth']:+.1%}), private {g['private_mb_minute_2']} -> "
+              f"{g['private_mb_last_minute']} MB ({g['private_growth']:+.1%})")
     print("acceptance: " + ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in out["acceptance"].items()))
 
 

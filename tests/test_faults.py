@@ -10,7 +10,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -32,6 +31,9 @@ from index.artifacts import current_version, list_versions  # noqa: E402
 from recommender.config import PipelineConfig  # noqa: E402
 from recommender.pipeline.build import build  # noqa: E402
 from tests.news_corpus import CONFIG, corpus, write_config, write_jsonl  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from serving import all_ready, free_port, started, workers  # noqa: E402  (starting and watching `related serve`)
 
 RELATED = str(Path(sys.executable).with_name("related"))
 REPO = Path(__file__).resolve().parents[1]
@@ -287,30 +289,6 @@ def test_unreadable_source_and_read_only_data_dir_fail_in_one_line(built, tmp_pa
 
 
 # -- a worker killed with SIGKILL under load ---------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def workers(server: psutil.Process) -> list[psutil.Process]:
-    found = []
-    for child in server.children():
-        try:
-            if child.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(child.cmdline()):
-                found.append(child)
-        except psutil.Error:  # gone meanwhile
-            continue
-    return found
-
-
-def all_ready(base: str, server: psutil.Process, count: int) -> bool:
-    try:
-        return len(workers(server)) == count and "related_index_ready 1.0" in httpx.get(f"{base}/metrics").text
-    except httpx.HTTPError:
-        return False
-
-
 async def load_and_kill(base: str, server: psutil.Process, ids: list[str], connections: int) -> dict:
     """Closed-loop GETs on `connections` connections; one worker SIGKILLed after 2 s; 3 s of load
     after its replacement is ready. Records every failure (status or transport error) and when it happened."""
@@ -360,26 +338,13 @@ async def load_and_kill(base: str, server: psutil.Process, ids: list[str], conne
 def test_worker_killed_under_load_is_restarted_and_only_in_flight_requests_fail(built, tmp_path: Path) -> None:
     data, _ = data_copy(built, tmp_path)
     port, connections = free_port(), 16
-    base = f"http://127.0.0.1:{port}"
-    log = open(tmp_path / "serve.log", "w+")
     env = dict(os.environ, PYTHONPATH=str(REPO), RELATED_ADMIN_TOKEN="")
-    process = subprocess.Popen(
-        [RELATED, "serve", "--data-dir", str(data), "--host", "127.0.0.1", "--port", str(port), "--workers", "2"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-    )
-    try:
+    cmd = [RELATED, "serve", "--data-dir", str(data), "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
+    with started(cmd, port, env, timeout=120) as (base, process):
         server = psutil.Process(process.pid)
         wait_for(lambda: all_ready(base, server, 2), timeout=120)
         ids = [f"{story}-{i}" for story in ("flood", "budget", "cup") for i in range(6)]
         run = asyncio.run(load_and_kill(base, server, ids, connections))
-    finally:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
     failed = run["failures"]
     print(f"\nSIGKILL of worker {run['victim']} under {connections} connections: {len(failed)} of {run['requests']} "
           f"requests failed ({sorted({kind for _, kind in failed})}); replaced by {run['workers_after']} and "
