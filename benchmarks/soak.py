@@ -108,6 +108,7 @@ class Minute:
 @dataclass
 class Soak:
     started: float
+    deadline: float
     minutes: list[Minute] = field(default_factory=list)
     errors: Counter = field(default_factory=Counter)
     error_samples: dict[str, str] = field(default_factory=dict)
@@ -293,6 +294,8 @@ async def cli_updates(data: Path, traffic: Traffic, soak: Soak, deadline: float)
 
 async def full_build(corpus: Path, data: Path, soak: Soak, at: float) -> None:
     """One full build, retried every 5 s while an update holds the lock (as deploy/crontab does)."""
+    if at >= soak.deadline - soak.started:
+        return  # --build-at past the run: no build
     await asyncio.sleep(at)
     while True:
         entry = await run_cli(soak, "full build", "build", "--source", str(corpus), "--data-dir", str(data),
@@ -357,8 +360,8 @@ def growth(samples: list[dict], seconds: float) -> dict[str, dict]:
 # -- the run --------------------------------------------------------------------------------------------
 async def soak_run(base: str, server: psutil.Process, corpus: Path, data: Path, traffic: Traffic, args) -> Soak:
     seconds = args.minutes * 60
-    soak = Soak(started=time.perf_counter())
-    deadline = soak.started + seconds
+    soak = Soak(started=time.perf_counter(), deadline=time.perf_counter() + seconds)
+    deadline = soak.deadline
     background = [
         asyncio.create_task(post_updates(base, traffic, soak, deadline)),
         asyncio.create_task(cli_updates(data, traffic, soak, deadline)),
@@ -435,8 +438,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--build-at", type=float, default=10,
-                        help="Seconds into the run to start the full build (on 2 busy cores a 100k build takes "
-                             "about half of the 10 minutes, so its swap lands mid-run).")
+                        help="Seconds into the run to start the full build (a 100k build takes 2 minutes on 2 idle "
+                             "cores, so its swap lands mid-run); past the end of the run: no build.")
     args = parser.parse_args()
 
     t = time.perf_counter()
