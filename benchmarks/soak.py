@@ -108,7 +108,6 @@ class Minute:
 @dataclass
 class Soak:
     started: float
-    deadline: float
     minutes: list[Minute] = field(default_factory=list)
     errors: Counter = field(default_factory=Counter)
     error_samples: dict[str, str] = field(default_factory=dict)
@@ -294,8 +293,6 @@ async def cli_updates(data: Path, traffic: Traffic, soak: Soak, deadline: float)
 
 async def full_build(corpus: Path, data: Path, soak: Soak, at: float) -> None:
     """One full build, retried every 5 s while an update holds the lock (as deploy/crontab does)."""
-    if at >= soak.deadline - soak.started:
-        return  # --build-at past the run: no build
     await asyncio.sleep(at)
     while True:
         entry = await run_cli(soak, "full build", "build", "--source", str(corpus), "--data-dir", str(data),
@@ -360,14 +357,15 @@ def growth(samples: list[dict], seconds: float) -> dict[str, dict]:
 # -- the run --------------------------------------------------------------------------------------------
 async def soak_run(base: str, server: psutil.Process, corpus: Path, data: Path, traffic: Traffic, args) -> Soak:
     seconds = args.minutes * 60
-    soak = Soak(started=time.perf_counter(), deadline=time.perf_counter() + seconds)
-    deadline = soak.deadline
+    soak = Soak(started=time.perf_counter())
+    deadline = soak.started + seconds
     background = [
         asyncio.create_task(post_updates(base, traffic, soak, deadline)),
         asyncio.create_task(cli_updates(data, traffic, soak, deadline)),
-        asyncio.create_task(full_build(corpus, data, soak, args.build_at)),
         asyncio.create_task(sample_memory(server, soak, deadline)),
     ]
+    if args.build_at < seconds:
+        background.append(asyncio.create_task(full_build(corpus, data, soak, args.build_at)))
     await asyncio.gather(*(connection(base, traffic, soak, deadline, seed) for seed in range(args.concurrency)))
     await asyncio.gather(*background)  # the build may outlast the traffic: wait for it to report
     return soak
