@@ -106,7 +106,7 @@ def is_ready(client: TestClient) -> bool:
 
 
 def gave_up(client: TestClient) -> bool:
-    return "no older version verifies" in (client.get("/readyz").json()["reason"] or "")
+    return "no older version verifies" in (client.get("/readyz").json().get("reason") or "")
 
 
 @contextlib.contextmanager
@@ -142,7 +142,7 @@ def test_corrupt_current_at_startup_serves_newest_older_version_that_verifies(bu
         point_current(data, fixed)
         reload = client.post("/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"})
         assert reload.status_code == 200 and reload.json() == {"reloaded": True, "version": fixed.name}
-        assert client.get("/readyz").json()["reason"] is None and client.get("/v1/index").json()["fallback"] is None
+        assert "reason" not in client.get("/readyz").json() and client.get("/v1/index").json()["fallback"] is None
 
 
 def test_no_version_verifies_answers_503_with_the_reason(built, tmp_path: Path) -> None:
@@ -157,7 +157,7 @@ def test_no_version_verifies_answers_503_with_the_reason(built, tmp_path: Path) 
         related = client.get("/v1/articles/flood-0/related")
         assert related.status_code == 503
         assert related.json()["error"]["code"] == "no_index" and NEWEST in related.json()["error"]["message"]
-        assert client.get("/v1/index").json()["last_reload_error"] == reason
+        assert client.get("/v1/index").json()["last_reload_error"] in reason
 
 
 def test_a_corrupt_new_version_never_replaces_a_served_one(built, tmp_path: Path) -> None:
@@ -170,7 +170,7 @@ def test_a_corrupt_new_version_never_replaces_a_served_one(built, tmp_path: Path
         point_current(data, newer)
         assert client.post("/v1/admin/reload", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 409
         ready = client.get("/readyz").json()
-        assert ready["version"] == NEWEST and ready["reason"] is None
+        assert ready["version"] == NEWEST and "reason" not in ready
         assert client.get("/v1/index").json()["failed_version"] == newer.name
 
 

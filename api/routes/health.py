@@ -6,6 +6,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import JSONResponse, Response
 
 from api.deps import HolderDep, MetricsDep
+from api.errors import RETRY_AFTER_SECONDS
 from api.schemas import Health, IndexInfo, Readiness
 
 router = APIRouter(tags=["operations"])
@@ -21,19 +22,24 @@ async def healthz() -> Health:
     response_model=Readiness,
     summary="Readiness",
     description=(
-        "200 once an index version is loaded; 503 (`ready: false`) before, e.g. when nothing is built yet or no "
-        "version verifies. `reason` says why nothing is served, or why an older version than `current` is."
+        "200 once an index version is loaded; 503 (`ready: false`) before, with `status` `loading` while the first "
+        "version loads and `no_index` when nothing is built (or no version verifies), and the `reason`. Serving an "
+        "older version than `current` (which failed verification at start-up): 200, and `reason` says why."
     ),
-    responses={503: {"model": Readiness, "description": "No index loaded yet."}},
+    responses={503: {"model": Readiness, "description": "No index loaded yet: loading, or none built."}},
 )
 async def readyz(holder: HolderDep) -> Response:
     index = holder.index
     if index is None:
+        status, reason = holder.unavailable()
         return JSONResponse(
-            {"ready": False, "version": None, "reason": holder.last_reload_error},
-            status_code=503, headers={"Retry-After": "5"},
+            {"ready": False, "version": None, "status": status, "reason": reason},
+            status_code=503, headers={"Retry-After": RETRY_AFTER_SECONDS},
         )
-    return JSONResponse({"ready": True, "version": index.name, "reason": holder.fallback})
+    body = {"ready": True, "version": index.name}
+    if holder.fallback:
+        body["reason"] = holder.fallback
+    return JSONResponse(body)
 
 
 @router.get(
@@ -47,8 +53,10 @@ async def readyz(holder: HolderDep) -> Response:
 )
 async def index_info(holder: HolderDep) -> IndexInfo:
     index = holder.index
-    details = index.info() if index is not None else {}
-    return IndexInfo(ready=index is not None, **details, **holder.status())
+    if index is None:
+        status, reason = holder.unavailable()
+        return IndexInfo(ready=False, status=status, reason=reason, **holder.status())
+    return IndexInfo(ready=True, **index.info(), **holder.status())
 
 
 @router.get(
