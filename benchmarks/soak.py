@@ -34,6 +34,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -167,7 +168,7 @@ class Traffic:
             body = {"title": record["title"], "body": " ".join(record["body"].split()[:300]), "limit": 10}
             return "draft", "/v1/related", {"Content-Type": "application/json"}, json.dumps(body).encode()
         if self.html_route is not None and rng.random() < 0.5:
-            return "html", self.html_route.replace("{article_id}", article), {}, None
+            return "html", re.sub(r"\{article_id(:path)?\}", article, self.html_route), {}, None
         options = rng.choice([
             f"category={rng.choice(self.categories)}",
             f"exclude={rng.choice(self.ids)}&limit=5",
