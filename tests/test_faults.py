@@ -16,6 +16,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -344,7 +345,9 @@ def test_worker_killed_under_load_is_restarted_and_only_in_flight_requests_fail(
         server = psutil.Process(process.pid)
         wait_for(lambda: all_ready(base, server, 2), timeout=120)
         ids = [f"{story}-{i}" for story in ("flood", "budget", "cup") for i in range(6)]
-        run = asyncio.run(load_and_kill(base, server, ids, connections))
+        # A loop of its own, on a thread of its own: earlier tests (Dask's) may leave one set on this thread.
+        with ThreadPoolExecutor(1) as thread:
+            run = thread.submit(asyncio.run, load_and_kill(base, server, ids, connections)).result()
     failed = run["failures"]
     print(f"\nSIGKILL of worker {run['victim']} under {connections} connections: {len(failed)} of {run['requests']} "
           f"requests failed ({sorted({kind for _, kind in failed})}); replaced by {run['workers_after']} and "
