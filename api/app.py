@@ -84,7 +84,7 @@ def create_app(settings: Settings | None = None, *, holder: IndexHolder | None =
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         single_threaded_kernels()  # GET requests rank on the event loop's thread
         with metrics.serving():
-            async with holder.watching(settings.reload_check_seconds):
+            async with holder.watching(settings.reload_check_seconds, load_first=settings.workers > 1):
                 yield
         ranker.shutdown(wait=False)
         updater.shutdown(wait=True)  # an update in progress finishes its version

@@ -271,7 +271,9 @@ class Readiness(BaseModel):
         None, description="When not ready: `loading` while the first version loads; `no_index` when none is built "
         "or it was refused."
     )
-    reason: str | None = Field(None, description="When not ready: why.")
+    reason: str | None = Field(
+        None, description="When not ready: why; when ready, why an older version than `current` is served, if it is."
+    )
 
 
 class IndexInfo(BaseModel):
@@ -314,6 +316,9 @@ class IndexInfo(BaseModel):
     last_reload_error: str | None = Field(None, description="Why the newest version was refused, if it was.")
     failed_version: str | None = Field(None, description="The refused version dir, not retried automatically.")
     last_check_at: str | None = Field(None, description="Last check of the `current` link.")
+    fallback: str | None = Field(
+        None, description="Why an older version than `current` is served: `current` failed verification at start-up."
+    )
 
 
 class ReloadResult(BaseModel):

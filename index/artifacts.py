@@ -27,6 +27,7 @@ callers that change DATA_DIR should hold it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -47,7 +48,7 @@ import faiss
 import numpy as np
 
 from index import faiss_index, segments
-from index.errors import ArtifactError, BuildLockedError, CorruptArtifactError, NoIndexError
+from index.errors import ArtifactError, BuildLockedError, CorruptArtifactError, NoIndexError, StorageError
 
 __all__ = [
     "FORMAT_VERSION",
@@ -135,6 +136,17 @@ def _utc_stamp(now: datetime) -> str:
     return now.strftime("%Y%m%dT%H%M%S%fZ")
 
 
+def storage_error(err: OSError, data_dir: Path, doing: str, outcome: str = "") -> StorageError:
+    """The file system's refusal as one line, with the room left there."""
+    # numpy reports a short write on a full disk without an errno
+    reason = err.strerror or f"short write ({err}): disk full?"
+    room = ""
+    if err.errno in (None, errno.ENOSPC, errno.EDQUOT):
+        with contextlib.suppress(OSError):
+            room = f" ({shutil.disk_usage(data_dir).free / (1 << 20):.1f} MiB free)"
+    return StorageError(f"cannot {doing} in {data_dir}: {reason}{room}{outcome}")
+
+
 # --------------------------------------------------------------------------- lock
 
 
@@ -147,9 +159,12 @@ def build_lock(data_dir: Path) -> Iterator[None]:
     so the refusal message can say who holds it.
     """
     data_dir = Path(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
     lock_path = data_dir / LOCK
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:  # read-only, permission denied, not a directory
+        raise storage_error(err, data_dir, "take the build lock") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -297,15 +312,19 @@ class VersionWriter:
 
     Until commit nothing is visible to readers or list_versions. Used as a
     context manager, it removes the staging dir if the block raises or ends
-    without committing.
+    without committing, and turns a file system error (disk full, read-only)
+    into a StorageError that says so.
     """
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
         versions = _versions_dir(self.data_dir)
-        versions.mkdir(parents=True, exist_ok=True)
         self.staging = versions / f"{_STAGING_PREFIX}{uuid.uuid4().hex}"
-        self.staging.mkdir()
+        try:
+            versions.mkdir(parents=True, exist_ok=True)
+            self.staging.mkdir()
+        except OSError as err:
+            raise storage_error(err, self.data_dir, "start a new version") from None
         self._final: Path | None = None
         self._aborted = False
         self._known: dict[str, dict[str, Any]] = {}  # linked files whose checksum is already known
@@ -321,6 +340,10 @@ class VersionWriter:
     ) -> None:
         if self._final is None:
             self.abort()
+            if isinstance(exc, OSError):
+                raise storage_error(
+                    exc, self.data_dir, "write a new version", "; the partial version was removed, `current` is unchanged"
+                ) from exc
 
     def _check_open(self) -> None:
         if self._final is not None:

@@ -20,6 +20,11 @@ class BuildLockedError(ArtifactError):
     """Another build or update holds DATA_DIR/build.lock."""
 
 
+class StorageError(ArtifactError):
+    """DATA_DIR cannot be written: the disk is full, the file system is read-only, permission
+    is denied. Raised with what was cleaned up, so one line tells an operator the whole story."""
+
+
 class NoIndexError(ArtifactError):
     """DATA_DIR has no `current` version yet (nothing built or published)."""
 

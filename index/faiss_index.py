@@ -18,6 +18,7 @@ against the dense vectors the service memory-maps anyway
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -333,7 +334,13 @@ def save_index(index: faiss.Index, path: Path) -> None:
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        faiss.write_index(index, str(tmp))
+        try:
+            faiss.write_index(index, str(tmp))
+        except RuntimeError as err:  # FAISS reports a failed fwrite with strerror in its message
+            for code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS):
+                if os.strerror(code) in str(err):
+                    raise OSError(code, os.strerror(code), str(tmp)) from err
+            raise
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -23,7 +23,8 @@ async def healthz() -> Health:
     summary="Readiness",
     description=(
         "200 once an index version is loaded; 503 (`ready: false`) before, with `status` `loading` while the first "
-        "version loads and `no_index` when nothing is built (or the version was refused), and the `reason`."
+        "version loads and `no_index` when nothing is built (or no version verifies), and the `reason`. Serving an "
+        "older version than `current` (which failed verification at start-up): 200, and `reason` says why."
     ),
     responses={503: {"model": Readiness, "description": "No index loaded yet: loading, or none built."}},
 )
@@ -35,7 +36,10 @@ async def readyz(holder: HolderDep) -> Response:
             {"ready": False, "version": None, "status": status, "reason": reason},
             status_code=503, headers={"Retry-After": RETRY_AFTER_SECONDS},
         )
-    return JSONResponse({"ready": True, "version": index.name})
+    body = {"ready": True, "version": index.name}
+    if holder.fallback:
+        body["reason"] = holder.fallback
+    return JSONResponse(body)
 
 
 @router.get(

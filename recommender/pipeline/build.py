@@ -34,7 +34,7 @@ from index.simhash import signatures
 from recommender.vectors.language import DETECT_CHARS, LanguageDetector, assign_languages
 from recommender.pipeline.articles import Article, Ingested, Reject
 from recommender.config import PipelineConfig
-from recommender.errors import RelatedError
+from recommender.errors import RelatedError, SourceError
 from recommender.pipeline.gate import GateRefused, GateResult
 from recommender.policy.catalog import Catalog, epochs, write_columns
 from recommender.pipeline.stages import Stage
@@ -235,7 +235,10 @@ class LocalExecutor:
         return str(path.resolve())
 
     def open(self, location: str) -> BinaryIO:
-        return open(location, "rb")
+        try:
+            return open(location, "rb")
+        except OSError as err:  # permission denied, I/O error
+            raise SourceError(f"cannot read source file {location}: {err.strerror or err}") from None
 
     def ingest(self, location: str, bars: Bars) -> Intake:
         with bars("ingest", Path(location).stat().st_size, unit="B", unit_scale=True) as advance:
@@ -418,7 +421,6 @@ def build(
         executor = DatabaseExecutor(DatabaseSource(str(source), config.source.query, fetch_rows=config.source.fetch_rows), workers)
     executor = executor or LocalExecutor(workers)
     location = executor.locate(source)
-    data_dir.mkdir(parents=True, exist_ok=True)
     with build_lock(data_dir):
         with executor.open(location) as handle:
             digest = content_hash(handle, config)

@@ -49,7 +49,7 @@ def read_source(path: Path, *, allow_delete: bool = False, progress: Advance | N
             else:
                 read_jsonl(stream if progress is None else counted_lines(stream, progress), collector)
     except (OSError, EOFError, zlib.error) as e:
-        raise SourceError(f"cannot read source file {path}: {e}") from e
+        raise SourceError(f"cannot read source file {path}: {getattr(e, 'strerror', None) or e}") from e
     items = [item for _, item in duplicates.winners.values()]
     return Ingested(
         articles=[item for item in items if isinstance(item, Article)],
