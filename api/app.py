@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from api.cache import ResponseCache
 from api.errors import install_error_handlers
 from api.holder import IndexHolder
-from api.limits import BodySizeLimitMiddleware
+from api.limits import BodySizeLimitMiddleware, RequestTimeoutMiddleware
 from api.metrics import Metrics, MetricsMiddleware
 from api.render import ServedRenderer
 from api.routes import admin, health, related
@@ -105,6 +105,7 @@ def create_app(settings: Settings | None = None, *, holder: IndexHolder | None =
         app.include_router(module.router)
 
     # add_middleware wraps: the last added runs first (outermost).
+    app.add_middleware(RequestTimeoutMiddleware, seconds=settings.request_timeout_seconds)
     app.add_middleware(ServedListsMiddleware, state=app.state, route=related.ARTICLE_ROUTE)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
