@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from recommender.policy.ranking import RelatedQuery
+from recommender.vectors.text import INVISIBLE_CLASS, remove_invisible
 
 MAX_LIMIT = 100
 LIST_OPTIONS = frozenset({"exclude", "category", "exclude_category"})
@@ -313,3 +314,77 @@ def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
             "schema": spec, **({"style": "form", "explode": True} if name in LIST_OPTIONS else {}),
         })
     return parameters
+
+
+# -- posted articles (POST /v1/admin/articles) ---------------------------------------------------
+# The corpus record, as strict as JSON Schema can say it, so that a record the schema allows is one the
+# update accepts: an id of visible characters; unless `deleted`, a title or body with a visible character
+# outside HTML tags and entities (what is left after HTML cleaning, roughly: text only inside <script> is
+# not seen by the pattern); dates in RFC 3339.
+ID_PATTERN = rf"^[^{INVISIBLE_CLASS}]*[^\s{INVISIBLE_CLASS}][^{INVISIBLE_CLASS}]*$"
+TEXT_PATTERN = rf"^(?:[^<&]|<[^>]*>|&[^;]*;?)*?[^\s<>&{INVISIBLE_CLASS}]"
+DATE_TIME_PATTERN = r"^\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)$"
+_ID = re.compile(ID_PATTERN)
+_TEXT = re.compile(TEXT_PATTERN)
+_DATE_TIME = re.compile(DATE_TIME_PATTERN)
+NULLABLE_STRING = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+
+
+class PublishedArticle(BaseModel):
+    """One record of `POST /v1/admin/articles`: an article to add or replace, or `{"id", "deleted": true}`."""
+
+    model_config = ConfigDict(extra="allow", strict=True, json_schema_extra={
+        "anyOf": [
+            {"required": ["deleted"], "properties": {"deleted": {"const": True}}},
+            {"required": ["title"], "properties": {"title": {"type": "string", "pattern": TEXT_PATTERN}}},
+            {"required": ["body"], "properties": {"body": {"type": "string", "pattern": TEXT_PATTERN}}},
+        ],
+        "examples": [{"id": "a-124", "title": "Harbour reopens", "body": "<p>The harbour reopened on Monday.</p>",
+                      "lang": "en", "published": "2026-01-02T08:00:00Z", "category": "local"}],
+    })
+
+    id: str = Field(min_length=1, max_length=256, json_schema_extra={"pattern": ID_PATTERN},
+                    description="The CMS id: visible characters, up to 256.")
+    deleted: bool | None = Field(None, description="`true`: remove the article with this id (no other field needed).")
+    title: str | None = Field(None, description="Headline (HTML allowed). A title or a body with text is required.")
+    body: str | None = Field(None, description="Text (HTML allowed).")
+    published: str | None = Field(None, json_schema_extra={"anyOf": [
+        {"type": "string", "format": "date-time", "pattern": DATE_TIME_PATTERN}, {"type": "null"}]},
+        description="RFC 3339 date-time (`2026-01-02T08:00:00Z`).")
+    lang: str | None = Field(None, description="Language code; detected when missing or unusable.")
+    category: str | None = None
+    url: str | None = None
+    evergreen: bool | None = Field(None, description="`true`: exempt from freshness decay.")
+
+    @field_validator("id")
+    @classmethod
+    def _visible_id(cls, value: str) -> str:
+        if not _ID.match(value) or remove_invisible(value) != value:
+            raise ValueError("id must be visible characters (no control or invisible ones), not only spaces")
+        return value
+
+    @field_validator("published")
+    @classmethod
+    def _date_time(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                if not _DATE_TIME.match(value):
+                    raise ValueError(value)
+                datetime.fromisoformat(value.upper())
+            except ValueError:
+                raise ValueError("published must be an RFC 3339 date-time such as 2026-01-02T08:00:00Z") from None
+        return value
+
+    @model_validator(mode="after")
+    def _has_text(self) -> PublishedArticle:
+        if not self.deleted and not any(text is not None and _TEXT.match(text) for text in (self.title, self.body)):
+            raise ValueError("a title or body with visible text is required (unless `deleted` is true)")
+        return self
+
+    def record(self) -> dict[str, Any]:
+        """The corpus record for the update (dates in the form the update parses)."""
+        record = self.model_dump(exclude_none=True)
+        if self.published is not None:
+            record["published"] = self.published.upper()
+        return record
+

@@ -72,7 +72,7 @@ from recommender.pipeline.articles import Ingested, Reject
 from recommender.pipeline.build import article_rows, documents, library_versions
 from recommender.policy.catalog import FILES as CATALOG_FILES, STRINGS, ArticleColumns, Catalog, item_fragment
 from recommender.config import BuildConfig, PipelineConfig, PolicyConfig
-from recommender.errors import RelatedError
+from recommender.errors import RejectedRecords, RelatedError
 from recommender.policy.served import precomputable, served_lists
 from recommender.pipeline.stages import Stage
 from recommender.pipeline.sources import read_source, write_rejects
@@ -602,14 +602,14 @@ def ingest(run: UpdateRun) -> None:
     run.report.records, run.report.rejects, run.report.rejected = ingested.records, len(ingested.rejects), ingested.rejects
     for reject in ingested.rejects[:20]:
         log.warning("rejected line %s (id=%s): %s", reject.line, reject.id, reject.reason)
+    first = "; ".join(f"line {r.line}: {r.reason}" for r in ingested.rejects[:3])
     if ingested.records and not ingested.articles and not ingested.deletions:
-        raise RelatedError(f"no valid record in {run.source}: {ingested.records} records, all rejected")
+        raise RejectedRecords(f"no valid record: {ingested.records} records, all rejected ({first})", ingested.rejects)
     share = len(ingested.rejects) / max(1, ingested.records)
     if share > run.build_config.max_reject_share:
-        raise RelatedError(
+        raise RejectedRecords(
             f"{len(ingested.rejects)} of {ingested.records} update records rejected ({share:.0%}), more than "
-            f"build.max_reject_share={run.build_config.max_reject_share:.0%} (first: "
-            + "; ".join(f"line {r.line}: {r.reason}" for r in ingested.rejects[:3]) + ")"
+            f"build.max_reject_share={run.build_config.max_reject_share:.0%} (first: {first})", ingested.rejects,
         )
 
 
@@ -875,11 +875,15 @@ STAGES = (
 
 def update(
     source: Path, data_dir: Path, *, build_config: BuildConfig | None = None, progress: bool = False,
+    max_reject_share: float | None = None,
 ) -> UpdateReport:
     """Apply an update file to the current version and publish the result. Holds the build lock.
 
     `build_config` (keep, drift thresholds) defaults to the current version's; the text, index
     and neighbour settings always come from the current version, whose vocabulary is reused.
+    `max_reject_share` overrides build.max_reject_share, the share of rejected records that
+    refuses the whole file (RejectedRecords): a bulk file that bad is probably the wrong file, while
+    a CMS posting one article at a time wants the good ones applied (1.0) or all-or-nothing (0.0).
     """
     started = time.perf_counter()
     source, data_dir = Path(source), Path(data_dir)
@@ -887,6 +891,8 @@ def update(
         raise RelatedError(f"update file not found: {source}")
     with build_lock(data_dir):
         run = open_parent(source, data_dir, build_config)
+        if max_reject_share is not None:
+            run.build_config = run.build_config.model_copy(update={"max_reject_share": max_reject_share})
         report = run.report
         for stage in STAGES:
             stage.timed(run, run.stages, log)
