@@ -7,12 +7,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from recommender.config import SUPPORTED_LANGUAGES
 from recommender.policy.ranking import RelatedQuery
 from recommender.vectors.text import INVISIBLE_CLASS, remove_invisible
 
 MAX_LIMIT = 100
 LIST_OPTIONS = frozenset({"exclude", "category", "exclude_category"})
-LANG_RE = re.compile(r"any|[a-z]{2,3}")
+# What `lang` accepts, as the OpenAPI says it: `any` or a 2-3 letter code in any case, surrounding spaces
+# ignored, blank meaning "not given". Written out letter by letter: an IGNORECASE regex would also take
+# the Kelvin sign for a k, which JSON Schema tools do not.
+LANG_PATTERN = r"^\s*(?:[Aa][Nn][Yy]|[A-Za-z]{2,3})?\s*$"
+LANG_RE = re.compile(LANG_PATTERN)
+BLANK = {"type": "string", "pattern": r"^\s*$"}  # a blank option is as good as none (HTML forms send them)
+ISO_DATE_START = re.compile(r"\d{4}-\d\d-\d\d")  # pydantic also reads numbers as Unix times; the schema says ISO
 EXAMPLE_VERSION = "20240501T100000123456Z-3f2a9c1b"
 
 
@@ -39,12 +46,17 @@ def blank_is_none(value: Any) -> Any:
 
 
 def normalize_lang(value: Any) -> Any:
-    value = blank_is_none(value)
     if isinstance(value, str):
-        value = value.strip().lower()
-        if not LANG_RE.fullmatch(value):
+        if not LANG_RE.match(value):
             raise ValueError("must be `any` or a 2-3 letter language code such as `en`")
+        value = value.strip().lower() or None
     return value
+
+
+def language_pattern(codes: tuple[str, ...]) -> str:
+    """LANG_PATTERN narrowed to these codes (the languages an index knows), for the draft's `lang`."""
+    either = "|".join("".join(f"[{c.upper()}{c}]" for c in code) for code in ("any", *codes))
+    return rf"^\s*(?:{either})?\s*$"
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -67,19 +79,31 @@ class ListOptions(BaseModel):
         default_factory=list, description="Leave out these categories (comma-separated or repeated)."
     )
     lang: str | None = Field(
-        None, description="Language of the items: a code such as `de`, or `any`. Default: the query's language."
+        None, description="Language of the items: a code such as `de`, or `any`. Default: the query's language.",
+        json_schema_extra={"anyOf": [{"type": "string", "pattern": LANG_PATTERN}, {"type": "null"}]},
     )
     max_age_days: float | None = Field(
-        None, gt=0, le=36_500, allow_inf_nan=False, description="Only items published within this many days."
+        None, gt=0, le=36_500, allow_inf_nan=False, description="Only items published within this many days.",
+        json_schema_extra={"anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 36_500}, BLANK, {"type": "null"}]},
     )
     since: datetime | None = Field(
-        None, description="Only items published at or after this ISO date or datetime (UTC when no offset)."
+        None, description="Only items published at or after this ISO date or datetime (UTC when no offset).",
+        json_schema_extra={"anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "format": "date"},
+                                     BLANK, {"type": "null"}]},
     )
     explain: bool = Field(False, description="Add `why` (top shared terms) and `score_parts` to each item.")
 
     _split = field_validator("exclude", "category", "exclude_category", mode="before")(split_values)
     _lang = field_validator("lang", mode="before")(normalize_lang)
-    _blank = field_validator("max_age_days", "since", mode="before")(blank_is_none)
+    _blank = field_validator("max_age_days", mode="before")(blank_is_none)
+
+    @field_validator("since", mode="before")
+    @classmethod
+    def _iso(cls, value: Any) -> Any:
+        value = blank_is_none(value)
+        if isinstance(value, str) and not ISO_DATE_START.match(value):
+            raise ValueError("must be an ISO date or date-time such as 2024-05-01 or 2024-05-01T10:00:00Z")
+        return value
 
     @field_validator("since")
     @classmethod
@@ -127,6 +151,9 @@ class DraftRequest(ListOptions):
 
     model_config = ConfigDict(
         json_schema_extra={
+            # At least one of title and body has a non-space character (the validator below).
+            "anyOf": [{"required": ["title"], "properties": {"title": {"pattern": r"\S"}}},
+                      {"required": ["body"], "properties": {"body": {"pattern": r"\S"}}}],
             "examples": [
                 {
                     "title": "Storm floods the harbour district",
@@ -143,6 +170,11 @@ class DraftRequest(ListOptions):
 
     title: str = Field("", max_length=10_000, description="Draft headline.")
     body: str = Field("", description="Draft text (HTML allowed).")
+    lang: str | None = Field(
+        None, description="Language of the draft (one of the index's) or `any`; detected when not given.",
+        json_schema_extra={"anyOf": [{"type": "string", "pattern": language_pattern(SUPPORTED_LANGUAGES)},
+                                     {"type": "null"}]},
+    )
 
     @model_validator(mode="after")
     def _has_text(self) -> DraftRequest:

@@ -149,8 +149,8 @@ def line_of(reject: dict[str, Any]) -> int:
 
 
 def checked_records(body: bytes, content_type: str) -> tuple[list[str], list[dict[str, Any]]]:
-    """The body's records as update lines (a refused one as a blank line, keeping line numbers), and the
-    refused ones with their line and reason. JSON: one record; anything else: JSON Lines."""
+    """The body's records as update lines (a refused or superseded one as a blank line, keeping line
+    numbers), and the refused ones with their line and reason. JSON: one record; anything else: JSON Lines."""
     if content_type.split(";")[0].strip().lower() == JSON_MEDIA_TYPE:
         try:
             texts = [json.dumps(json.loads(body), ensure_ascii=False)]
@@ -163,7 +163,7 @@ def checked_records(body: bytes, content_type: str) -> tuple[list[str], list[dic
     if not any(text.strip() for text in texts):
         raise ApiError(422, "invalid_update", "the body holds no record: send one article as JSON, or JSON Lines",
                        extra={"rejected": []})
-    lines, rejected = [], []
+    lines, rejected, line_of_id = [], [], {}
     for number, text in enumerate(texts, 1):
         if not text.strip():
             lines.append("")
@@ -174,6 +174,9 @@ def checked_records(body: bytes, content_type: str) -> tuple[list[str], list[dic
             lines.append("")
             rejected.append({"line": number, "id": record_id(text), "reason": describe(err)})
             continue
+        if record.id in line_of_id:  # a repeated id: the last line wins, as in update files
+            lines[line_of_id[record.id] - 1] = ""
+        line_of_id[record.id] = number
         lines.append(json.dumps(record.record(), ensure_ascii=False))
     return lines, rejected
 

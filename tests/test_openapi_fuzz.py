@@ -1,0 +1,41 @@
+"""Schemathesis over the whole OpenAPI, against `related serve` on loopback: seeded, bounded in examples
+and time, every check (no server error, responses as documented, schema-valid requests accepted and
+schema-violating ones refused), the admin endpoints included with their JSON Lines bodies."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.live_server import REPO, live_server
+from tests.test_api import ADMIN_TOKEN, build_index, make_corpus
+
+SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
+MAX_EXAMPLES = 25
+MAX_SECONDS = 100
+
+
+@pytest.mark.skipif(not SCHEMATHESIS.exists(), reason="schemathesis is not installed (pip install -e '.[test]')")
+def test_schemathesis_finds_no_failure(tmp_path):
+    from datetime import datetime, timezone
+
+    data_dir = tmp_path / "data"
+    now = datetime.now(timezone.utc)
+    build_index(data_dir, now=now)
+    ids = [article["id"] for article in make_corpus(now)][::3]
+    with live_server(data_dir, tmp_path / "serve.log", admin_token=ADMIN_TOKEN, reload_check_seconds="0.5") as base:
+        env = os.environ | {
+            "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks", "RELATED_FUZZ_IDS": json.dumps(ids),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        }
+        result = subprocess.run(
+            [str(SCHEMATHESIS), "run", f"{base}/openapi.json", "--checks", "all", "--seed", "1",
+             "--max-examples", str(MAX_EXAMPLES), "--max-time", str(MAX_SECONDS),
+             "--header", f"Authorization: Bearer {ADMIN_TOKEN}", "--no-color"],
+            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=MAX_SECONDS * 3,  # caches stay in tmp
+        )
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
