@@ -95,6 +95,9 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+
+
 class RelatedGroup(click.Group):
     """`related ID` is short for `related show ID`; usage errors are one status line too."""
 
@@ -108,6 +111,9 @@ class RelatedGroup(click.Group):
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)
+        except NO_ARGS_IS_HELP as err:  # plain `related`: the help is what was asked for
+            err.show()
+            sys.exit(err.exit_code)
         except click.ClickException as err:  # click would print usage, a hint and the error on 4+ lines
             ctx = getattr(err, "ctx", None)
             command = "related" if ctx is None or ctx.parent is None else f"related {ctx.info_name}"
