@@ -32,9 +32,9 @@ UPDATE_BODY = {
     "content": {
         "application/x-ndjson": {
             # One record per line; described as the array of the lines' records, so that tools can generate it.
-            "schema": {"type": "array", "minItems": 1, "items": RECORD_SCHEMA},
-            "example": '{"id": "a-124", "title": "Harbour reopens", "body": "...", "lang": "en", '
-                       '"published": "2026-01-02T08:00:00Z"}\n{"id": "a-99", "deleted": true}\n',
+            # No examples here: a tool without a JSON Lines serializer would fail on them (see the description).
+            "schema": {"type": "array", "minItems": 1,
+                       "items": {key: value for key, value in RECORD_SCHEMA.items() if key != "examples"}},
         },
         "application/json": {"schema": RECORD_SCHEMA},
     },
@@ -72,7 +72,11 @@ async def reload(_: AdminDep, holder: HolderDep) -> ReloadResult:
     summary="Add, replace or delete articles now (a CMS publish hook)",
     description=(
         "The body is one article as JSON, or JSON Lines in the format of `related update --source` (one record "
-        "per line, `application/x-ndjson`); `{\"id\": …, \"deleted\": true}` deletes. Runs the same update in "
+        "per line, `application/x-ndjson`, described below as the array of the lines' records); "
+        "`{\"id\": …, \"deleted\": true}` deletes:\n\n"
+        "    {\"id\": \"a-124\", \"title\": \"Harbour reopens\", \"lang\": \"en\", \"published\": \"2026-01-02T08:00:00Z\"}\n"
+        "    {\"id\": \"a-99\", \"deleted\": true}\n\n"
+        "Runs the same update in "
         "this process, where the index is already loaded, then swaps the new version in before answering: the "
         "next request of this process sees it, other workers at their next check of `current`.\n\n"
         "Records that cannot be applied are listed in `rejected` with their line and reason, and the others are "
