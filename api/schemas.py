@@ -237,6 +237,9 @@ class ErrorDetail(BaseModel):
     message: str = Field(description="Human-readable explanation.")
     parameter: str | None = Field(None, description="The offending parameter (422 only).")
     details: list[dict[str, Any]] | None = Field(None, description="Every validation problem (422 only).")
+    rejected: list[dict[str, Any]] | None = Field(
+        None, description="`invalid_update` only: each record refused, as {line, id, reason}."
+    )
 
 
 class ErrorResponse(BaseModel):
