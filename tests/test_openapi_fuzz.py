@@ -16,7 +16,7 @@ from tests.test_api import ADMIN_TOKEN, build_index, make_corpus
 
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
 MAX_EXAMPLES = 25
-MAX_SECONDS = 100
+MAX_SECONDS = 75
 
 
 @pytest.mark.skipif(not SCHEMATHESIS.exists(), reason="schemathesis is not installed (pip install -e '.[test]')")
