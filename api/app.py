@@ -15,12 +15,15 @@ from concurrent.futures import ThreadPoolExecutor
 from fastapi import FastAPI
 
 from api.cache import ResponseCache
+from api.docs import install_offline_docs
 from api.errors import install_error_handlers
+from api.head import HeadAsGetMiddleware
 from api.holder import IndexHolder
 from api.limits import BodySizeLimitMiddleware, RequestTimeoutMiddleware
 from api.metrics import Metrics, MetricsMiddleware
+from api.openapi import serve_language_aware_openapi
 from api.render import ServedRenderer
-from api.routes import admin, health, related
+from api.routes import admin, health, related, sidebar
 from api.served_lists import ServedListsMiddleware
 from api.settings import Settings
 from index.threads import single_threaded_kernels
@@ -31,12 +34,14 @@ DESCRIPTION = """
 "More like this" lists for news articles, from a TF-IDF + FAISS index built by `related build`.
 
 * `GET /v1/articles/{id}/related`: a stored article's list (cacheable: ETag + Cache-Control).
+* `GET /v1/articles/{id}/related.html`: the same list as an HTML fragment; `/widget.js` puts it in a page.
 * `POST /v1/related`: a list for an unsaved draft.
 * `POST /v1/admin/articles`: publish, edit or delete articles now (admin token).
 * Errors are always JSON: `{"error": {"code": "...", "message": "..."}}`.
 """
 TAGS = [
     {"name": "related", "description": "Related-article lists."},
+    {"name": "sidebar", "description": "The related list as HTML, and the script that embeds it in a page."},
     {"name": "operations", "description": "Health, readiness, index status and metrics."},
     {"name": "admin", "description": "Operator actions; need `Authorization: Bearer $RELATED_ADMIN_TOKEN`."},
 ]
@@ -91,6 +96,8 @@ def create_app(settings: Settings | None = None, *, holder: IndexHolder | None =
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        docs_url=None,  # install_offline_docs: Swagger UI from a package, not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.holder = holder
@@ -99,14 +106,18 @@ def create_app(settings: Settings | None = None, *, holder: IndexHolder | None =
     app.state.cache_control = f"public, max-age={settings.cache_max_age}"
     app.state.ranker = ranker
     app.state.updater = updater
+    app.state.widget_script = sidebar.WidgetScript()
 
     install_error_handlers(app)
-    for module in (related, health, admin):
+    for module in (related, sidebar, health, admin):
         app.include_router(module.router)
+    install_offline_docs(app)
+    serve_language_aware_openapi(app, holder)
 
     # add_middleware wraps: the last added runs first (outermost).
     app.add_middleware(RequestTimeoutMiddleware, seconds=settings.request_timeout_seconds)
     app.add_middleware(ServedListsMiddleware, state=app.state, route=related.ARTICLE_ROUTE)
+    app.add_middleware(HeadAsGetMiddleware)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 

@@ -50,8 +50,8 @@ def current_index(request: Request) -> RelatedIndex:
     holder: IndexHolder = request.app.state.holder
     index = holder.index
     if index is None:
-        reason = holder.last_reload_error
-        raise no_index_error(f"no index version is loaded: {reason}" if reason else None)
+        code, reason = holder.unavailable()
+        raise no_index_error(reason, code)
     return index
 
 

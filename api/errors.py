@@ -75,9 +75,10 @@ def error_response(
     return JSONResponse(error_body(code, message, **extra), status_code=status, headers=headers)
 
 
-def no_index_error(detail: str | None = None) -> ApiError:
+def no_index_error(detail: str | None = None, code: str = "no_index") -> ApiError:
+    """503 while nothing is served: `no_index` (nothing built, or refused) or `loading`."""
     return ApiError(
-        503, "no_index", detail or "no index version is loaded yet: run `related build`",
+        503, code, detail or "no index version is loaded yet: run `related build`",
         headers={"Retry-After": RETRY_AFTER_SECONDS},
     )
 

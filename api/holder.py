@@ -79,6 +79,17 @@ class IndexHolder:
             "last_check_at": self.last_check_at,
         }
 
+    def unavailable(self) -> tuple[str, str]:
+        """(code, reason) while no version is served: `loading` once `current` names a version
+        that has not been loaded or refused yet (a first load verifies every checksum and warms
+        up: seconds on a large index), else `no_index`."""
+        target = current_version(self.data_dir)
+        if target is not None and target != self.failed_target:
+            return "loading", f"index version {target.name} is loading: retry in a few seconds"
+        if self.last_reload_error:
+            return "no_index", f"no index version is loaded: {self.last_reload_error}"
+        return "no_index", "no index version is loaded yet: run `related build`"
+
     # -- reloading -------------------------------------------------------------------------
     async def refresh(self, *, retry_failed: bool = False) -> ReloadOutcome:
         """Load the version `current` points at if it is new. Never raises for a bad version."""

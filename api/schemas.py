@@ -5,18 +5,20 @@ import re
 from datetime import datetime, timezone
 from typing import Any, Literal
 
+from dataclasses import replace
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from recommender.config import SUPPORTED_LANGUAGES
-from recommender.policy.ranking import RelatedQuery
+from recommender.policy.ranking import ANY_LANGUAGE, RelatedQuery
 from recommender.vectors.text import INVISIBLE_CLASS, remove_invisible
 
 MAX_LIMIT = 100
 LIST_OPTIONS = frozenset({"exclude", "category", "exclude_category"})
-# What `lang` accepts, as the OpenAPI says it: `any` or a 2-3 letter code in any case, surrounding spaces
-# ignored, blank meaning "not given". Written out letter by letter: an IGNORECASE regex would also take
-# the Kelvin sign for a k, which JSON Schema tools do not.
-LANG_PATTERN = r"^\s*(?:[Aa][Nn][Yy]|[A-Za-z]{2,3})?\s*$"
+# What `lang` accepts before normalizing, as the OpenAPI says it: `any` or a 2-3 letter code in any case,
+# surrounding blanks ignored, blank meaning "not given". Written out letter by letter: an IGNORECASE regex
+# would also take the Kelvin sign for a k, which JSON Schema tools do not. The served OpenAPI narrows it
+# to the index's languages (api/openapi.py), as GET and drafts answer 422 for others.
+LANG_PATTERN = r"^\s*([Aa][Nn][Yy]|[A-Za-z]{2,3})?\s*$"
 LANG_RE = re.compile(LANG_PATTERN)
 BLANK = {"type": "string", "pattern": r"^\s*$"}  # a blank option is as good as none (HTML forms send them)
 ISO_DATE_START = re.compile(r"\d{4}-\d\d-\d\d")  # pydantic also reads numbers as Unix times; the schema says ISO
@@ -54,7 +56,7 @@ def normalize_lang(value: Any) -> Any:
 
 
 def language_pattern(codes: tuple[str, ...]) -> str:
-    """LANG_PATTERN narrowed to these codes (the languages an index knows), for the draft's `lang`."""
+    """LANG_PATTERN narrowed to these codes (the languages an index holds), as api/openapi.py serves it."""
     either = "|".join("".join(f"[{c.upper()}{c}]" for c in code) for code in ("any", *codes))
     return rf"^\s*(?:{either})?\s*$"
 
@@ -79,8 +81,11 @@ class ListOptions(BaseModel):
         default_factory=list, description="Leave out these categories (comma-separated or repeated)."
     )
     lang: str | None = Field(
-        None, description="Language of the items: a code such as `de`, or `any`. Default: the query's language.",
-        json_schema_extra={"anyOf": [{"type": "string", "pattern": LANG_PATTERN}, {"type": "null"}]},
+        None, pattern=LANG_PATTERN,
+        description="Language of the items: `any`, or one of the index's languages (`languages` in GET /v1/index); "
+        "another code answers 422 `invalid_parameter`, here and in drafts alike. Default: the query's language, or "
+        "any language when that has fewer than `policy.min_language_articles` other articles "
+        "(`fill_reason: language_fallback`).",
     )
     max_age_days: float | None = Field(
         None, gt=0, le=36_500, allow_inf_nan=False, description="Only items published within this many days.",
@@ -92,10 +97,20 @@ class ListOptions(BaseModel):
                                      BLANK, {"type": "null"}]},
     )
     explain: bool = Field(False, description="Add `why` (top shared terms) and `score_parts` to each item.")
+    min_score: float | None = Field(
+        None, ge=0, le=1, allow_inf_nan=False,
+        description="Relevance floor: items scoring less are left out, so a list may be shorter than `limit` "
+        "(`fill_reason: below_min_score`). Default: the index's `policy.min_score`.",
+    )
+    fill: Literal["none", "latest"] | None = Field(
+        None,
+        description="`latest`: free slots of a short list get the newest articles of the query's section and "
+        "language, marked `\"filler\": true`. Default: the index's `policy.fill`.",
+    )
 
     _split = field_validator("exclude", "category", "exclude_category", mode="before")(split_values)
     _lang = field_validator("lang", mode="before")(normalize_lang)
-    _blank = field_validator("max_age_days", mode="before")(blank_is_none)
+    _blank = field_validator("max_age_days", "min_score", "fill", mode="before")(blank_is_none)
 
     @field_validator("since", mode="before")
     @classmethod
@@ -127,6 +142,8 @@ class ListOptions(BaseModel):
             since=self.since,
             relative_to=relative_to,
             explain=self.explain,
+            min_score=self.min_score,
+            fill=self.fill,
         )
 
 
@@ -142,7 +159,7 @@ class RelatedParams(ListOptions):
         return [
             self.limit, sorted(set(self.exclude)), sorted(set(self.category)), sorted(set(self.exclude_category)),
             self.lang, self.max_age_days, self.since.timestamp() if self.since else None,
-            self.relative_to if self.max_age_days is not None else "now", self.explain,
+            self.relative_to if self.max_age_days is not None else "now", self.explain, self.min_score, self.fill,
         ]
 
 
@@ -171,10 +188,17 @@ class DraftRequest(ListOptions):
     title: str = Field("", max_length=10_000, description="Draft headline.")
     body: str = Field("", description="Draft text (HTML allowed).")
     lang: str | None = Field(
-        None, description="Language of the draft (one of the index's) or `any`; detected when not given.",
-        json_schema_extra={"anyOf": [{"type": "string", "pattern": language_pattern(SUPPORTED_LANGUAGES)},
-                                     {"type": "null"}]},
+        None, pattern=LANG_PATTERN,
+        description="The draft's language: one of the index's languages (`languages` in GET /v1/index), another "
+        "code answers 422 `invalid_parameter` as in GET; detected among them when absent or `any`. Items are in "
+        "the draft's language, or any language when it has fewer than `policy.min_language_articles` articles "
+        "(`fill_reason: language_fallback`); `any` lists items of every language.",
     )
+
+    def to_query(self, relative_to: str = "now") -> RelatedQuery:
+        """`lang` names the draft's language, not a filter: only `any` widens the items."""
+        query = super().to_query(relative_to)
+        return replace(query, lang=ANY_LANGUAGE if self.lang == ANY_LANGUAGE else None)
 
     @model_validator(mode="after")
     def _has_text(self) -> DraftRequest:
@@ -193,6 +217,10 @@ class RelatedItem(BaseModel):
     lang: str | None = None
     score: float = Field(description="Relevance after the ranking policy (higher is more related).")
     why: list[str] | None = Field(None, description="Top shared weighted terms (only with explain=true).")
+    filler: bool | None = Field(
+        None, description="`true` on fillers (`fill=latest`): newest articles of the section, not chosen by "
+        "relevance (score 0); absent on every other item.",
+    )
     score_parts: dict[str, float] | None = Field(
         None, description="Score components such as text and freshness (only with explain=true)."
     )
@@ -224,10 +252,12 @@ class RelatedResponse(BaseModel):
 
     article_id: str | None = Field(description="The query article; null for drafts.")
     index_version: str = Field(description="Index version that answered (part of the ETag).")
-    fill_reason: str | None = Field(
+    fill_reason: Literal["below_min_score", "exhausted", "language_fallback", "wider_search"] | None = Field(
         None,
-        description="`wider_search` when filters emptied the precomputed list and a wider search refilled it; "
-        "`exhausted` when even that found fewer than `limit`.",
+        description="Why the list is not the plain precomputed one, the first that applies: `below_min_score` "
+        "(shorter than `limit`: the rest scored under the relevance floor), `exhausted` (shorter than `limit`: "
+        "the filters leave no more), `language_fallback` (the query's language has too few articles: items of "
+        "any language), `wider_search` (filters emptied the precomputed list and a wider search refilled it).",
     )
     items: list[RelatedItem]
 
@@ -257,8 +287,19 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"ready": False, "version": None, "status": "loading",
+         "reason": f"index version {EXAMPLE_VERSION} is loading: retry in a few seconds"},
+        {"ready": True, "version": EXAMPLE_VERSION},
+    ]})
+
     ready: bool
     version: str | None = None
+    status: Literal["loading", "no_index"] | None = Field(
+        None, description="When not ready: `loading` while the first version loads; `no_index` when none is built "
+        "or it was refused."
+    )
+    reason: str | None = Field(None, description="When not ready: why.")
 
 
 class IndexInfo(BaseModel):
@@ -285,12 +326,16 @@ class IndexInfo(BaseModel):
     )
 
     ready: bool
+    status: Literal["loading", "no_index"] | None = Field(None, description="When not ready: as in /readyz.")
+    reason: str | None = Field(None, description="When not ready: why.")
     version: str | None = None
     articles: int | None = None
     dims: int | None = None
     built_at: str | None = None
     index_type: str | None = None
     counts: dict[str, Any] | None = None
+    languages: dict[str, int] | None = Field(None, description="Live articles per language: what `lang` may name.")
+    default_lang: str | None = Field(None, description="Language of a draft whose language cannot be told.")
     drift: dict[str, Any] | None = None
     config: dict[str, Any] | None = None
     last_reload_at: str | None = Field(None, description="When the served version was loaded (UTC).")

@@ -128,16 +128,20 @@ def related_ids(base: str, article_id: str) -> list[str]:
 
 
 def measure_update(base_dir: Path, records: list[dict], mates: dict[str, list[str]], probe: str,
-                   reload_seconds: float, api: bool) -> dict:
+                   reload_seconds: float, api: bool, source: str | None = None, command: str = "update",
+                   keep: bool = False) -> dict:
+    """`related COMMAND --source SOURCE` on a copy of the base (default: `update` of `records` as a file);
+    `keep`: the copy is kept (its path in the result's `data_dir`), else removed."""
     data = hard_linked_copy(base_dir, RESULTS, "update-bench-")
-    source = data / "update.jsonl"
-    source.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    if source is None:
+        source = str(data / "update.jsonl")
+        Path(source).write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     result: dict = {"articles": len(records), "probe": probe}
     try:
         with (serving(data, reload_seconds) if api else contextlib.nullcontext()) as base:
             started = time.perf_counter()
             process = subprocess.Popen(
-                [related_bin(), "-v", "update", "--source", str(source), "--data-dir", str(data)],
+                [related_bin(), "-v", command, "--source", source, "--data-dir", str(data)],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )
             output: dict = {}
@@ -161,7 +165,7 @@ def measure_update(base_dir: Path, records: list[dict], mates: dict[str, list[st
                     time.sleep(0.05)
             waiter.join()
             if process.returncode:
-                raise RuntimeError(f"update failed: {output['err'][-2000:]}")
+                raise RuntimeError(f"{command} failed: {output['err'][-2000:]}")
             summary = [line for line in output["err"].splitlines() if "status=" in line][-1]
             # `-v` logs every stage, including writing and publishing (after the manifest is written).
             stages = {m[1]: float(m[2]) for m in re.finditer(r"related\.update: (\w+): ([\d.]+)s", output["err"])}
@@ -174,7 +178,10 @@ def measure_update(base_dir: Path, records: list[dict], mates: dict[str, list[st
                 "end_to_end": "served by the API" if seen_at is not None else "not seen by the API",
             }
     finally:
-        shutil.rmtree(data, ignore_errors=True)
+        if keep:
+            result["data_dir"] = str(data)
+        else:
+            shutil.rmtree(data, ignore_errors=True)
     return result
 
 

@@ -12,6 +12,7 @@ import socket
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
 from functools import wraps
 from pathlib import Path
 from typing import Any, NoReturn
@@ -45,6 +46,15 @@ def config_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
         help="Pipeline configuration (TOML); defaults are used for anything it leaves out.",
+    )(func)
+
+
+def query_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--query", default=None,
+        help="Database sources: a SELECT aliasing columns to id, title, body, published, lang, category, url "
+             "(updated_at, deleted); `wordpress` for the shipped WordPress query; or a .sql file. "
+             "Default: source.query of the config, else table `articles`.",
     )(func)
 
 
@@ -139,9 +149,11 @@ def main(verbose: bool) -> None:
 
 @main.command()
 @click.option("--source", required=True,
-              help="Corpus (.jsonl or .csv, optionally .gz): a path, or with --dask also an fsspec URL (s3://...).")
+              help="Corpus (.jsonl or .csv, optionally .gz): a path, a database URL (sqlite:///cms.db, "
+                   "postgresql+psycopg://user@host/db), or with --dask also an fsspec URL (s3://...).")
 @data_dir_option
 @config_option
+@query_option
 @click.option("--dask", "dask_scheduler", metavar="ADDRESS", default=None,
               help="Run the work on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786); "
                    "default: build.dask_scheduler of the config, else this process.")
@@ -153,8 +165,8 @@ def main(verbose: bool) -> None:
               help="Labels JSONL for the gate (nDCG@10); without it the gate compares with the current lists.")
 @user_errors
 def build(
-    source: str, data_dir: Path, config_path: Path | None, dask_scheduler: str | None, force: bool,
-    progress: bool | None, use_gate: bool, gate_labels: Path | None,
+    source: str, data_dir: Path, config_path: Path | None, query: str | None, dask_scheduler: str | None,
+    force: bool, progress: bool | None, use_gate: bool, gate_labels: Path | None,
 ) -> None:
     """Build a new index version from SOURCE and make it current.
 
@@ -165,7 +177,7 @@ def build(
     from recommender.pipeline.build import build as run_build
     from recommender.pipeline.gate import GateRefused, make_gate
 
-    config = PipelineConfig.load(config_path)
+    config = PipelineConfig.load(config_path).with_query(query)
     verdicts: list[Any] = []
     gate = None
     if use_gate or gate_labels is not None:
@@ -288,6 +300,7 @@ def serve(data_dir: Path, host: str | None, port: int | None, workers: int | Non
     os.environ.update({f"RELATED_{name.upper()}": str(v) for name, v in flags.items() if v is not None})
     from api.metrics import worker_metrics_dir
     from api.settings import Settings, describe_invalid
+    from api.startup import startup_lines
     from pydantic import ValidationError
 
     try:
@@ -295,6 +308,8 @@ def serve(data_dir: Path, host: str | None, port: int | None, workers: int | Non
     except ValidationError as err:
         fail("invalid", describe_invalid(err, flags={name for name, v in flags.items() if v is not None}), EXIT_INVALID)
     check_can_listen(settings.host, settings.port)
+    for line in startup_lines(settings):
+        click.echo(line, err=True)
     with worker_metrics_dir(settings.workers):
         uvicorn.run(
             "api.app:create_app", factory=True, host=settings.host, port=settings.port,
@@ -316,7 +331,8 @@ def check_can_listen(host: str, port: int) -> None:
 
 
 @main.command()
-@click.option("--corpus", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Corpus (.jsonl or .csv).")
+@click.option("--corpus", required=True, help="Corpus (.jsonl or .csv) or a database URL (sqlite:///cms.db, ...).")
+@query_option
 @click.option("--labels", "labels_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Labels JSONL ({id, story, category}); graded relevance 2 story / 1 category.")
 @click.option("--qrels", "qrels_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -333,15 +349,16 @@ def check_can_listen(host: str, port: int) -> None:
 @click.option("--force-build", is_flag=True, help="Rebuild pipeline indexes even when unchanged (for build time/memory).")
 @user_errors
 def evaluate(
-    corpus: Path, labels_path: Path | None, qrels_path: Path | None, configs: tuple[str, ...], out: Path,
+    corpus: str, query: str | None, labels_path: Path | None, qrels_path: Path | None, configs: tuple[str, ...], out: Path,
     queries: int, seed: int, rel_level: int | None, force_build: bool,
 ) -> None:
     """Evaluate configs and baselines on a labelled corpus: metrics, TREC runs and reports in OUT."""
     from recommender.evaluation.evaluate import load_configs, run_evaluation
     from recommender.evaluation.report import main_table
 
+    loaded = [replace(c, pipeline=c.pipeline.with_query(query)) if c.pipeline else c for c in load_configs(configs)]
     evaluation = run_evaluation(
-        corpus, load_configs(configs), out, labels_path=labels_path, qrels_path=qrels_path, queries=queries,
+        corpus, loaded, out, labels_path=labels_path, qrels_path=qrels_path, queries=queries,
         seed=seed, level=rel_level, force_build=force_build,
         progress=lambda message: click.echo(f"related evaluate: {message}", err=True),
     )
@@ -355,24 +372,56 @@ def evaluate(
 
 
 @main.command()
-@click.option("--source", required=True, type=click.Path(path_type=Path),
-              help="Update file (corpus format; records with \"deleted\": true remove an article).")
+@click.option("--source", required=True,
+              help="Update file (corpus format; records with \"deleted\": true remove an article), or a database "
+                   "URL (all its rows; rows flagged deleted remove articles).")
 @data_dir_option
 @config_option
+@query_option
 @user_errors
-def update(source: Path, data_dir: Path, config_path: Path | None) -> None:
+def update(source: str, data_dir: Path, config_path: Path | None, query: str | None) -> None:
     """Add, replace and delete articles in the current version, without refitting, and switch to the result.
 
     Same exit codes as build (75 locked, 1 failed with the previous version still current). Ends
     with one key=value line on stderr; says when a full rebuild is recommended (drift).
     """
+    from recommender.pipeline.changes import changes_of
+
+    config = PipelineConfig.load(config_path) if config_path else None
+    query = query if query is not None or config is None else config.source.query or None
+    apply_changes("update", lambda: changes_of(source, query), data_dir, config)
+
+
+@main.command()
+@click.option("--source", required=True, envvar="RELATED_SYNC_SOURCE", show_envvar=True,
+              help="Database URL the current version was built from (sqlite:///cms.db, postgresql+psycopg://...).")
+@data_dir_option
+@config_option
+@query_option
+@user_errors
+def sync(source: str, data_dir: Path, config_path: Path | None, query: str | None) -> None:
+    """Apply the database rows changed since the current version's watermark (updated_at), and its
+    deleted rows, as `related update` does: the cron job that keeps the index in step with a CMS.
+
+    The watermark is stored in the version and advances only when the new version is published, so
+    a failed run is re-applied by the next. Same exit codes and status line as update (75 locked,
+    1 failed); `status=unchanged` when nothing changed.
+    """
+    from recommender.pipeline.changes import DatabaseChanges
+
+    config = PipelineConfig.load(config_path) if config_path else None
+    query = query if query is not None or config is None else config.source.query or None
+    apply_changes("sync", lambda: DatabaseChanges(source, query, since_watermark=True), data_dir, config)
+
+
+def apply_changes(command: str, changes: Callable[[], Any], data_dir: Path, config: PipelineConfig | None) -> None:
+    """Run an update (`update`, `sync`) and print its status line (errors: the one line of user_errors)."""
     from recommender.pipeline.update import update as run_update
 
-    build_config = PipelineConfig.load(config_path).build if config_path else None
-    report = run_update(source, data_dir, build_config=build_config)
+    report = run_update(changes(), data_dir, build_config=config.build if config else None)
     for reason in report.rebuild_reasons:
-        click.echo(f"related update: full rebuild recommended: {reason}", err=True)
-    click.echo(f"related update: {report.summary()}", err=True)
+        click.echo(f"related {command}: full rebuild recommended: {reason}", err=True)
+    click.echo(f"related {command}: {report.summary()}", err=True)
 
 
 @main.command()

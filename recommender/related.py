@@ -13,21 +13,27 @@ import numpy as np
 import scipy.sparse as sp
 
 from index.artifacts import Version, current_version
-from index.columns import key_code
+from index.columns import NO_CODE, key_code
 from index.errors import CorruptArtifactError, NoIndexError
 from index.faiss_index import rerank_factor
 from index.simhash import signatures
 from index.sparse_kernels import SortedRows
 from index.neighbours import Corpus, Queries, prune_rows, query_neighbours, score_candidates
-from recommender.vectors.analysis import detect_language
-from recommender.policy.catalog import Catalog, normalize_title
+from recommender.policy.catalog import Catalog, language_counts, normalize_title
 from recommender.config import PipelineConfig
 from recommender.errors import ArticleNotFoundError
-from recommender.policy.ranking import Policy, QueryContext, RankedItem, RelatedQuery, shared_terms
+from recommender.policy.ranking import ANY_LANGUAGE, Policy, QueryContext, RankedItem, RelatedQuery, shared_terms
 from recommender.policy.served import precomputable
+from recommender.vectors.language import LanguageDetector
+from recommender.vectors.text import clean_text
 from recommender.vectors.tfidf import STATE_ARRAYS, ArticleVectorizer, Document
 
 WIDE_SEARCH_MIN = 500
+
+
+def below(floor: float, scores: np.ndarray) -> bool:
+    """Whether a positive floor cut any of these candidate scores."""
+    return floor > 0 and bool(np.any(scores < floor))
 
 
 @dataclass
@@ -91,6 +97,13 @@ class RelatedIndex:
             rerank=rerank_factor(self.faiss, self.config.index.rerank),
         )
         self.policy = Policy(self.config.policy)
+        # Live articles per language: what detection may answer, what `lang` may name, which lists go `any`.
+        self.languages = language_counts(self.catalog.lang_codes, self.catalog.alive, self.catalog.items)
+        self.detector = LanguageDetector.for_index(self.config.text, self.languages)
+        self._thin_codes = {
+            key_code(lang) for lang, count in self.languages.items()
+            if count - 1 < self.config.policy.min_language_articles
+        }
         # Lists the policy gives unfiltered requests, precomputed by the build (served.py).
         self.served: tuple[np.ndarray, np.ndarray] | None = None
         if version.has("served.npy") and precomputable(self.config.policy):
@@ -122,6 +135,7 @@ class RelatedIndex:
         self.for_article(article["id"], query)
         self.for_article(article["id"], query, policy=self.policy)
         self.for_draft(article["title"] or article["id"], "", article["lang"], query)
+        self.detector.guess("x" * max(1, self.detector.min_chars))  # loads the language model (a second or more)
 
     @property
     def size(self) -> int:
@@ -135,6 +149,8 @@ class RelatedIndex:
             "built_at": self.manifest.get("built_at"),
             "index_type": self.manifest.get("index_type"),
             "counts": self.manifest.get("counts"),
+            "languages": self.languages,
+            "default_lang": self.detector.default,
             "drift": self.manifest.get("drift"),
             "config": self.manifest.get("config"),
         }
@@ -152,6 +168,7 @@ class RelatedIndex:
             row=row,
             url_code=int(self.catalog.url_codes[row]),
             title_code=int(self.catalog.title_codes[row]),
+            category_code=int(self.catalog.category_codes[row]),
         )
 
     def queries(self, contexts: list[QueryContext], dense: np.ndarray) -> Queries:
@@ -169,7 +186,7 @@ class RelatedIndex:
         )
 
     def _lang(self, row: int) -> str:
-        return self.item_metadata(row)["lang"] or self.config.text.default_lang
+        return self.item_metadata(row)["lang"] or self.detector.default
 
     def _row(self, article_id: str) -> int:
         row = self.row_of.get(article_id)
@@ -183,7 +200,8 @@ class RelatedIndex:
         return self._served_rows(self._row(article_id), query)
 
     def _served_rows(self, row: int, query: RelatedQuery) -> tuple[list[int], list[float]] | None:
-        if self.served is None or query.explain or query.filters_for(self._lang_codes[row]):
+        code = self._lang_codes[row]
+        if self.served is None or query.explain or query.filters_for(code) or code in self._thin_codes:
             return None
         start = row * self._served_width
         stop = start + min(query.limit, self._served_width)
@@ -191,7 +209,10 @@ class RelatedIndex:
         alive = self._alive
         if len(rows) < query.limit or rows[-1] < 0 or not all(alive[r] for r in rows):
             return None
-        return rows, self._served_scores[start:stop].tolist()
+        scores = self._served_scores[start:stop].tolist()
+        if scores[-1] < self.policy.floor(query):
+            return None
+        return rows, scores
 
     def item_metadata(self, row: int) -> dict:
         """What a list shows of an article, without its score."""
@@ -210,7 +231,8 @@ class RelatedIndex:
     def for_draft(
         self, title: str, body: str, lang: str | None, query: RelatedQuery, policy: Policy | None = None
     ) -> RelatedList:
-        lang = lang or detect_language(f"{title}. {body}", self.config.text.default_lang)
+        title, body = clean_text(title), clean_text(body)
+        lang = lang or self.detector.detect(f"{title}. {body}")
         vectors = self.vectorizer.transform([Document(lang=lang, title=title, body=body)])
         ctx = QueryContext(
             source=SortedRows(vectors.sparse),
@@ -243,28 +265,58 @@ class RelatedIndex:
         rows: np.ndarray | None,
         scores: np.ndarray | None,
     ) -> RelatedList:
-        fill_reason = None
-        items: list[RankedItem] = []
-        if rows is not None and scores is not None:
-            items = policy.rank(self.catalog, ctx, query, np.asarray(rows), np.asarray(scores))
-        if len(items) < query.limit:
-            found = self._wider(ctx, dense, query, policy)
-            if rows is not None:
-                fill_reason = "wider_search" if len(found) > len(items) else None
-                if len(found) < query.limit:
-                    fill_reason = "exhausted"
-            items = found if len(found) > len(items) else items
-        return RelatedList(article_id, self.name, [self._item(ctx, i, query.explain) for i in items], fill_reason)
+        """The policy's list from the candidates given, refilled by a wider search when short (unless the
+        floor already cut them: whatever lies further scores lower), then fillers when asked for.
 
-    def _wider(self, ctx: QueryContext, dense: np.ndarray, query: RelatedQuery, policy: Policy) -> list[RankedItem]:
+        `fill_reason`: `below_min_score` or `exhausted` when the list is short, else `language_fallback`
+        when the query's language has too few articles, else `wider_search` when that refilled it."""
+        query, fallback = self._language_rule(ctx, query, policy)
+        floor = policy.floor(query)
+        items: list[RankedItem] = []
+        floored = widened = False
+        if rows is not None and scores is not None:
+            rows, scores = np.asarray(rows), np.asarray(scores)
+            items = policy.rank(self.catalog, ctx, query, rows, scores)
+            floored = below(floor, scores[rows >= 0])
+        if len(items) < query.limit and not floored:
+            found, floored = self._wider(ctx, dense, query, policy)
+            widened = rows is not None and len(found) > len(items)
+            items = found if len(found) > len(items) else items
+        fill_reason = None
+        if len(items) < query.limit:
+            fill_reason = "below_min_score" if floored else "exhausted"
+        elif fallback:
+            fill_reason = "language_fallback"
+        elif widened:
+            fill_reason = "wider_search"
+        listed = [self._item(ctx, i, query.explain) for i in items]
+        if len(listed) < query.limit and policy.fills(query):
+            listed += self._fillers(ctx, query, policy, [i.row for i in items])
+        return RelatedList(article_id, self.name, listed, fill_reason)
+
+    def _language_rule(self, ctx: QueryContext, query: RelatedQuery, policy: Policy) -> tuple[RelatedQuery, bool]:
+        """(the query to rank with, whether it fell back to any language): a query without a `lang`
+        whose language has fewer than `policy.min_language_articles` other articles gets any language."""
+        if query.lang is not None or not policy.config.same_language:
+            return query, False
+        others = self.languages.get(ctx.lang, 0) - (ctx.row is not None)
+        if others >= policy.config.min_language_articles:
+            return query, False
+        return replace(query, lang=ANY_LANGUAGE), True
+
+    def _wider(
+        self, ctx: QueryContext, dense: np.ndarray, query: RelatedQuery, policy: Policy
+    ) -> tuple[list[RankedItem], bool]:
         """Refill a short list: score exactly what the filters leave when that is little, else
-        search FAISS ever wider (a filter that matches nothing never scans the index)."""
+        search FAISS ever wider (a filter that matches nothing never scans the index), until the
+        list is full or the scores fall below the floor. Also says whether the floor cut candidates."""
         total = self.faiss.ntotal
         everyone = np.arange(total)
         eligible = everyone[policy.eligible(self.catalog, ctx, query, everyone)]
         width = max(WIDE_SEARCH_MIN, 20 * query.limit, self.config.neighbours.k * 4)
+        floor = policy.floor(query)
         if len(eligible) == 0:
-            return []
+            return [], False
         if len(eligible) <= width:
             params = self.config.neighbours.params()
             queries = self.queries([ctx], dense)
@@ -272,13 +324,36 @@ class RelatedIndex:
                 queries = replace(queries, expanded=query_neighbours(self.corpus, queries, params)[2])
             scores = score_candidates(self.corpus, queries, params, eligible[None, :], self.dense)
             order = np.argsort(-scores[0], kind="stable")
-            return policy.rank(self.catalog, ctx, query, eligible[order], scores[0][order])
+            return policy.rank(self.catalog, ctx, query, eligible[order], scores[0][order]), below(floor, scores[0])
         while True:
             width = min(width, total)
-            items = policy.rank(self.catalog, ctx, query, *self._search(ctx, dense, width))
-            if len(items) >= query.limit or width >= total:
-                return items
+            rows, scores = self._search(ctx, dense, width)
+            items = policy.rank(self.catalog, ctx, query, rows, scores)
+            floored = below(floor, scores[rows >= 0])
+            if len(items) >= query.limit or width >= total or floored:
+                return items, floored
             width *= 8
+
+    def _fillers(self, ctx: QueryContext, query: RelatedQuery, policy: Policy, listed: list[int]) -> list[dict]:
+        """The newest articles of the query's section (a draft: of the sections asked for, or any) that
+        the filters allow, for the free slots of a short list; not chosen by relevance, so marked."""
+        catalog = self.catalog
+        everyone = np.arange(len(catalog.alive))
+        mask = policy.eligible(catalog, ctx, query, everyone)
+        if ctx.category_code != NO_CODE and not query.categories:
+            mask &= catalog.category_codes == ctx.category_code
+        for codes, own in ((catalog.title_codes, ctx.title_code), (catalog.url_codes, ctx.url_code)):
+            if own != NO_CODE:
+                mask &= codes != own  # copies of the query are no filler either
+        mask[listed] = False
+        candidates = np.flatnonzero(mask)
+        free = query.limit - len(listed)
+        published = np.nan_to_num(catalog.published[candidates], nan=-np.inf)
+        if len(candidates) > free:
+            top = np.argpartition(-published, free - 1)[:free]
+            candidates, published = candidates[top], published[top]
+        newest = candidates[np.argsort(-published, kind="stable")]
+        return [self.item_metadata(int(row)) | {"score": 0.0, "filler": True} for row in newest]
 
     def _item(self, ctx: QueryContext, item: RankedItem, explain: bool) -> dict:
         out = self.item_metadata(item.row)

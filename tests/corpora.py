@@ -21,8 +21,10 @@ DEMO_ARTICLES = DEMO_DIR / "articles.jsonl"
 DEMO_LABELS = DEMO_DIR / "labels.jsonl"
 
 START = datetime(2025, 3, 1, 8, 0, tzinfo=timezone.utc)
-# Few SVD dims, short lists, candidates >= corpus size (FAISS exact over all rows), no process pool.
-SMALL = {"reduce": {"dims": 8}, "neighbours": {"k": 10, "candidates": 64}, "build": {"workers": 1, "keep": 10}}
+# Few SVD dims, short lists, candidates >= corpus size (FAISS exact over all rows), no process pool; no
+# relevance floor, so lists of these tiny corpora fill up to `limit` (tests/test_floor.py tests the floor).
+SMALL = {"reduce": {"dims": 8}, "neighbours": {"k": 10, "candidates": 64}, "build": {"workers": 1, "keep": 10},
+         "policy": {"min_score": 0.0}}
 
 # story -> (language, category, rare name, story words)
 STORIES = {

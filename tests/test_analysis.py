@@ -1,11 +1,11 @@
-"""Language detection and per-language analysis: stop words, Snowball stemming, tokens."""
+"""Per-language analysis: stop words, Snowball stemming, tokens (detection: test_language.py)."""
 from __future__ import annotations
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from recommender.vectors.analysis import Analyzer, AnalyzerSet, detect_language, stop_words_for
+from recommender.vectors.analysis import Analyzer, AnalyzerSet, stop_words_for
 
 
 def analyzer(lang: str, *, stop_words: bool = True, stemming: bool = True, ngram_max: int = 1) -> Analyzer:
@@ -59,22 +59,6 @@ def test_numbers_alone_are_not_tokens():
 def test_bigrams_follow_the_unigrams():
     terms = analyzer("en", ngram_max=2).terms("north korean troops")
     assert terms == ["north", "korean", "troop", "north korean", "korean troop"]
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("Die Bundesregierung hat am Montag beschlossen, die Steuern für kleine Unternehmen zu senken.", "de"),
-        ("The government decided on Monday to cut taxes for small businesses across the country.", "en"),
-        ("Le gouvernement a décidé lundi de réduire les impôts des petites entreprises du pays.", "fr"),
-    ],
-)
-def test_detect_language(text, expected):
-    assert detect_language(text, default="it") == expected
-
-
-def test_detect_language_falls_back_on_short_text():
-    assert detect_language("Wahl", default="it") == "it"
 
 
 def test_unknown_language_gets_no_stemming_but_still_tokens():

@@ -29,8 +29,9 @@ from recommender.pipeline.build import build  # noqa: E402
 from recommender.config import PipelineConfig  # noqa: E402
 
 ADMIN_TOKEN = "s3cret-token"
-# Small lists (k=6) so filters often empty the precomputed list and the wider search refills it.
-CONFIG = {"reduce": {"dims": 16}, "neighbours": {"k": 6, "candidates": 30}}
+# Small lists (k=6) so filters often empty the precomputed list and the wider search refills it; no
+# relevance floor, so lists fill up to `limit` (tests/test_floor.py tests the floor).
+CONFIG = {"reduce": {"dims": 16}, "neighbours": {"k": 6, "candidates": 30}, "policy": {"min_score": 0.0}}
 STORIES = {
     "flood": ("local", "en", "harbour flood storm rain pumps firefighters riverbank sandbags evacuation levee"),
     "budget": ("politics", "en", "parliament budget minister coalition taxes deficit vote opposition spending treasury"),

@@ -125,6 +125,17 @@ CASES = [
          "all rejected"),
     Case("update: locked", lambda p: ["update", "--source", p.source, "--data-dir", p.data], "holds the lock",
          "locked", EXIT_LOCKED, during=lambda p: locked(p.data)),
+    Case("update: missing database", lambda p: ["update", "--source", f"sqlite:///{p.root / 'none.db'}",
+                                                "--data-dir", p.data], "database file not found"),
+    # sync
+    Case("sync: nothing built", lambda p: ["sync", "--source", f"sqlite:///{p.root / 'cms.db'}", "--data-dir", p.empty],
+         "run `related build`"),
+    Case("sync: version not built from a database", lambda p: ["sync", "--source", f"sqlite:///{p.root / 'cms.db'}",
+                                                               "--data-dir", p.data], "was not built from a database"),
+    Case("sync: not a database URL", lambda p: ["sync", "--source", "nosuchdb://x", "--data-dir", p.data],
+         "not a database URL"),
+    Case("sync: locked", lambda p: ["sync", "--source", f"sqlite:///{p.root / 'cms.db'}", "--data-dir", p.data],
+         "holds the lock", "locked", EXIT_LOCKED, during=lambda p: locked(p.data)),
     # rollback
     Case("rollback: locked", lambda p: ["rollback", "--data-dir", p.data], "holds the lock", "locked", EXIT_LOCKED,
          during=lambda p: locked(p.data)),

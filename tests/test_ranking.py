@@ -1,4 +1,7 @@
-"""Issue 7: the request-time ranking policy, one small corpus scenario per behaviour."""
+"""Issue 7: the request-time ranking policy, one small corpus scenario per behaviour.
+
+Policies here have no relevance floor (min_score=0.0): the scenarios fill lists with near-zero strangers
+on purpose; tests/test_floor.py tests the floor."""
 from __future__ import annotations
 
 import itertools
@@ -70,7 +73,7 @@ def test_explicit_language_filter(news):
 
 
 def test_same_language_off_mixes_languages(news):
-    policy = Policy(PolicyConfig(same_language=False))
+    policy = Policy(PolicyConfig(min_score=0.0, same_language=False))
     result = news.for_article("hochwasser-0", RelatedQuery(limit=10), policy=policy)
     assert ids(result) == ids(news.for_article("hochwasser-0", RelatedQuery(limit=10, lang="any")))
 
@@ -102,7 +105,7 @@ def test_copies_collapse_to_the_freshest_copy():
     catalog = Catalog.from_rows(rows, sparse=sp.csr_matrix(vectors), dense=vectors, alive=np.ones(3, bool))
     query = np.array([[0.6, 0.8]], dtype=np.float32)
     ctx = QueryContext(SortedRows(sp.csr_matrix(query)), 0, query[0], signatures(sp.csr_matrix(query))[0], lang="en", published=np.nan)
-    items = Policy(PolicyConfig()).collapse_duplicates(catalog, ctx, np.array([0, 1, 2]), np.array([0.9, 0.8, 0.7]), 5)
+    items = Policy(PolicyConfig(min_score=0.0)).collapse_duplicates(catalog, ctx, np.array([0, 1, 2]), np.array([0.9, 0.8, 0.7]), 5)
     assert [(i.row, i.score) for i in items] == [(1, pytest.approx(0.9))]  # freshest copy, at the best rank
 
 
@@ -114,7 +117,7 @@ def test_equally_similar_articles_tie_without_freshness(scenarios):
 
 
 def test_freshness_decay_ranks_the_newer_of_two_equally_similar_articles_first(scenarios):
-    policy = Policy(PolicyConfig(freshness_half_life_days=7.0))
+    policy = Policy(PolicyConfig(min_score=0.0, freshness_half_life_days=7.0))
     result = scenarios.for_article("fresh-query", RelatedQuery(limit=2, explain=True), policy=policy)
     assert ids(result) == ["fresh-new", "fresh-old"]
     new, old = result.items
@@ -126,7 +129,7 @@ def test_freshness_for_a_draft_counts_from_now(scenarios, monkeypatch):
     # "now" a day after the query's date, as on a live site (real now is many half-lives later: every decay ~0).
     now = epoch(day(31))
     monkeypatch.setattr(ranking, "time", SimpleNamespace(time=lambda: now))
-    policy = Policy(PolicyConfig(freshness_half_life_days=7.0))
+    policy = Policy(PolicyConfig(min_score=0.0, freshness_half_life_days=7.0))
     result = scenarios.for_draft("Kestrel bridge closure", "girders inspection xylotrope yarrowind", "en",
                                  RelatedQuery(limit=2), policy=policy)
     assert ids(result) == ["fresh-new", "fresh-old"]
@@ -136,7 +139,7 @@ def test_freshness_for_a_draft_counts_from_now(scenarios, monkeypatch):
 def test_mmr_reduces_intra_list_similarity_and_keeps_the_top_item(scenarios):
     query = RelatedQuery(limit=4)
     plain = ids(scenarios.for_article("mmr-query", query))
-    diverse = ids(scenarios.for_article("mmr-query", query, policy=Policy(PolicyConfig(mmr_lambda=0.5))))
+    diverse = ids(scenarios.for_article("mmr-query", query, policy=Policy(PolicyConfig(min_score=0.0, mmr_lambda=0.5))))
     assert all(i.startswith("mmr-a") for i in plain)  # without MMR: four near-identical takes on aspect A
     assert diverse[0] == plain[0]
     assert any(i.startswith("mmr-b") for i in diverse)
@@ -145,7 +148,7 @@ def test_mmr_reduces_intra_list_similarity_and_keeps_the_top_item(scenarios):
 
 def test_mmr_lambda_one_is_plain_relevance_order(scenarios):
     query = RelatedQuery(limit=4)
-    assert ids(scenarios.for_article("mmr-query", query, policy=Policy(PolicyConfig(mmr_lambda=1.0)))) == ids(
+    assert ids(scenarios.for_article("mmr-query", query, policy=Policy(PolicyConfig(min_score=0.0, mmr_lambda=1.0)))) == ids(
         scenarios.for_article("mmr-query", query)
     )
 
@@ -154,7 +157,7 @@ def test_mmr_lambda_one_is_plain_relevance_order(scenarios):
 def test_category_cap_limits_items_per_category_and_refills(news):
     plain = news.for_article("budget-0", RelatedQuery(limit=6))
     assert sum(item["category"] == "politics" for item in plain.items) > 2
-    capped = news.for_article("budget-0", RelatedQuery(limit=6), policy=Policy(PolicyConfig(category_cap=2)))
+    capped = news.for_article("budget-0", RelatedQuery(limit=6), policy=Policy(PolicyConfig(min_score=0.0, category_cap=2)))
     categories = [item["category"] for item in capped.items]
     assert len(categories) == 6
     assert max(categories.count(c) for c in set(categories)) <= 2
@@ -240,11 +243,11 @@ def test_draft_written_from_a_story_gets_that_story(news, name):
 # -- invariants over any request -------------------------------------------------------------------------------------------
 ALL_IDS = [r["id"] for r in newsroom()]
 POLICIES = {
-    "default": PolicyConfig(),
-    "fresh": PolicyConfig(freshness_half_life_days=3.0),
-    "mmr": PolicyConfig(mmr_lambda=0.3),
-    "capped": PolicyConfig(category_cap=1),
-    "everything": PolicyConfig(freshness_half_life_days=3.0, mmr_lambda=0.7, category_cap=2, same_language=False),
+    "default": PolicyConfig(min_score=0.0),
+    "fresh": PolicyConfig(min_score=0.0, freshness_half_life_days=3.0),
+    "mmr": PolicyConfig(min_score=0.0, mmr_lambda=0.3),
+    "capped": PolicyConfig(min_score=0.0, category_cap=1),
+    "everything": PolicyConfig(min_score=0.0, freshness_half_life_days=3.0, mmr_lambda=0.7, category_cap=2, same_language=False),
 }
 
 

@@ -6,6 +6,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import JSONResponse, Response
 
 from api.deps import HolderDep, MetricsDep
+from api.errors import RETRY_AFTER_SECONDS
 from api.schemas import Health, IndexInfo, Readiness
 
 router = APIRouter(tags=["operations"])
@@ -20,13 +21,20 @@ async def healthz() -> Health:
     "/readyz",
     response_model=Readiness,
     summary="Readiness",
-    description="200 once an index version is loaded; 503 (`ready: false`) before, e.g. when nothing is built yet.",
-    responses={503: {"model": Readiness, "description": "No index loaded yet."}},
+    description=(
+        "200 once an index version is loaded; 503 (`ready: false`) before, with `status` `loading` while the first "
+        "version loads and `no_index` when nothing is built (or the version was refused), and the `reason`."
+    ),
+    responses={503: {"model": Readiness, "description": "No index loaded yet: loading, or none built."}},
 )
 async def readyz(holder: HolderDep) -> Response:
     index = holder.index
     if index is None:
-        return JSONResponse({"ready": False, "version": None}, status_code=503, headers={"Retry-After": "5"})
+        status, reason = holder.unavailable()
+        return JSONResponse(
+            {"ready": False, "version": None, "status": status, "reason": reason},
+            status_code=503, headers={"Retry-After": RETRY_AFTER_SECONDS},
+        )
     return JSONResponse({"ready": True, "version": index.name})
 
 
@@ -41,8 +49,10 @@ async def readyz(holder: HolderDep) -> Response:
 )
 async def index_info(holder: HolderDep) -> IndexInfo:
     index = holder.index
-    details = index.info() if index is not None else {}
-    return IndexInfo(ready=index is not None, **details, **holder.status())
+    if index is None:
+        status, reason = holder.unavailable()
+        return IndexInfo(ready=False, status=status, reason=reason, **holder.status())
+    return IndexInfo(ready=True, **index.info(), **holder.status())
 
 
 @router.get(

@@ -62,12 +62,13 @@ from pydantic import BaseModel, ValidationError
 from recommender.evaluation import metrics as m
 from recommender.evaluation import trec
 from recommender.evaluation.judgments import Judgments, Labels, judgments_from_labels, judgments_from_qrels, read_labels, sample
-from recommender.vectors.analysis import detect_language
+from recommender.vectors.language import detect_language
 from recommender.pipeline.articles import Article
 from recommender.evaluation.baselines import BM25, BM25Params, TfidfCosine, TfidfCosineParams
 from recommender.config import PipelineConfig
 from recommender.errors import RelatedError
-from recommender.pipeline.sources import read_source
+from recommender.pipeline.sources import read_corpus
+from recommender.pipeline.sql_source import is_database_url
 
 log = logging.getLogger("related.evaluate")
 
@@ -429,10 +430,11 @@ def run_evaluation(
         raise RelatedError("give --labels or --qrels")
     if queries < 1:
         raise RelatedError("--queries must be at least 1")
-    corpus = Path(corpus)
+    corpus = corpus if is_database_url(corpus) else Path(corpus)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ingested = read_source(corpus)
+    query = next((c.pipeline.source.query for c in configs if c.pipeline is not None), None)
+    ingested = read_corpus(corpus, query=query)
     articles = ingested.articles
     if not articles:
         raise RelatedError(f"no valid articles in {corpus}")

@@ -101,7 +101,7 @@ def parse_article(record: object, *, allow_delete: bool = False) -> Article | De
             raise InvalidRecord("deletion records are only allowed in update files")
         return Deletion(article_id)
 
-    title = clean_text(_optional_str(record, "title") or "")
+    title = clean_text(_optional_str(record, "title") or "", keep_script_text=True)
     body = clean_text(_optional_str(record, "body") or "")
     if not title and not body:
         raise InvalidRecord("missing title and body")

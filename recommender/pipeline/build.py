@@ -12,6 +12,7 @@ a staging directory that only becomes a version once complete, and `current` swi
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import logging
 import time
@@ -30,7 +31,7 @@ from index.artifacts import VersionWriter, build_lock, current_version, find_ver
 from index.faiss_index import IndexParams, build_index, rerank_factor
 from index.neighbours import Corpus, NeighbourParams, build_neighbours, prune_rows
 from index.simhash import signatures
-from recommender.vectors.analysis import detect_language
+from recommender.vectors.language import DETECT_CHARS, LanguageDetector, assign_languages
 from recommender.pipeline.articles import Article, Ingested, Reject
 from recommender.config import PipelineConfig
 from recommender.errors import RelatedError
@@ -40,6 +41,7 @@ from recommender.pipeline.stages import Stage
 from recommender.pipeline.progress import Bars, bars
 from recommender.policy.served import precomputable, served_lists
 from recommender.pipeline.sources import read_source, write_rejects
+from recommender.pipeline.sql_source import DatabaseSource, Read, is_database_url
 from recommender.vectors.tfidf import ArticleVectorizer, Document, Vectors
 
 log = logging.getLogger("related.build")
@@ -87,13 +89,17 @@ def content_hash(source: BinaryIO, config: PipelineConfig) -> str:
     return digest.hexdigest()
 
 
-def documents(articles: Sequence[Article], config: PipelineConfig) -> list[Document]:
-    """Vectorizer input; the language comes from the record or is detected from the text."""
-    default = config.text.default_lang
-    return [
-        Document(lang=a.lang or detect_language(f"{a.title}. {a.body}", default), title=a.title, body=a.body)
-        for a in articles
-    ]
+def documents(
+    articles: Sequence[Article], config: PipelineConfig, detector: LanguageDetector | None = None
+) -> list[Document]:
+    """Vectorizer input; the language comes from the record, else is detected from the text: by
+    `detector` (an update: the index's languages and default), or as a build does (assign_languages)."""
+    texts = (f"{a.title}. {a.body[:DETECT_CHARS]}" for a in articles)
+    if detector is None:
+        langs = assign_languages([a.lang for a in articles], texts, config.text)
+    else:
+        langs = [a.lang or detector.detect(text) for a, text in zip(articles, texts)]
+    return [Document(lang=lang, title=a.title, body=a.body) for a, lang in zip(articles, langs)]
 
 
 def article_rows(articles: Sequence[Article], docs: Sequence[Document]) -> list[dict]:
@@ -156,6 +162,7 @@ class Intake:
     records: int
     articles: int
     rejects: list[Reject]
+    sync: dict | None = None  # a database source: its identity and watermark, for `related sync`
 
 
 def check_rejects(intake: Intake, location: str, config: PipelineConfig) -> None:
@@ -246,6 +253,31 @@ class LocalExecutor:
         self, corpus: Corpus, params: NeighbourParams, progress: Callable[[int], object]
     ) -> tuple[np.ndarray, np.ndarray]:
         return build_neighbours(corpus, params, corpus.dense, progress=progress)
+
+
+class DatabaseExecutor(LocalExecutor):
+    """A database source, read once by this process: `open` streams and validates every row (the
+    content hash is the hash of the rows, so an unchanged table builds no new version) and
+    `ingest` hands the articles over with the watermark `related sync` starts from."""
+
+    def __init__(self, source: DatabaseSource, workers: int) -> None:
+        super().__init__(workers)
+        self.source = source
+        self._read: Read | None = None
+
+    def locate(self, source: Path | str) -> str:
+        return self.source.location
+
+    def open(self, location: str) -> BinaryIO:
+        self._read = self.source.read(allow_delete=False)
+        return io.BytesIO(self._read.digest.encode())
+
+    def ingest(self, location: str, bars: Bars) -> Intake:
+        assert self._read is not None, "open first"
+        read, self._read = self._read, None
+        self._ingested = read.ingested
+        sync = self.source.sync_state(read)
+        return Intake(read.ingested.records, len(read.ingested.articles), read.ingested.rejects, sync=sync)
 
 
 @dataclass
@@ -344,6 +376,8 @@ def write(run: BuildRun) -> None:
             "stages": run.stages,  # serialized at commit: the stages before this one
             "drift": {"articles_since_build": 0, "oov_token_share": 0.0},
         }
+        if run.intake.sync is not None:
+            meta["sync"] = run.intake.sync
         with run.bars("write", writer.staged_bytes(), unit="B", unit_scale=True) as advance:
             run.version = writer.commit(meta, run.digest, progress=advance)
     check_gate(run.gate, run.version, run.data_dir)
@@ -377,7 +411,12 @@ def build(
     `executor`: where the work runs (default: this process, `build.workers` processes for analysis).
     """
     started = time.perf_counter()
-    executor = executor or LocalExecutor(config.build.workers or os.cpu_count() or 1)
+    workers = config.build.workers or os.cpu_count() or 1
+    if is_database_url(source):
+        if executor is not None:
+            raise RelatedError("a database source is read by the build's own process: drop --dask (and build.dask_scheduler)")
+        executor = DatabaseExecutor(DatabaseSource(str(source), config.source.query, fetch_rows=config.source.fetch_rows), workers)
+    executor = executor or LocalExecutor(workers)
     location = executor.locate(source)
     data_dir.mkdir(parents=True, exist_ok=True)
     with build_lock(data_dir):

@@ -1,4 +1,5 @@
-"""Reading source files (JSONL or CSV, optionally gzipped) into validated articles and rejects.
+"""Reading source files (JSONL or CSV, optionally gzipped) into validated articles and rejects
+(database URLs: sql_source.py; `read_corpus` takes either).
 
 File-level problems raise SourceError; record-level problems become rejects with the physical line
 number where the record starts, so one bad row never stops a build and is easy to find.
@@ -56,6 +57,15 @@ def read_source(path: Path, *, allow_delete: bool = False, progress: Advance | N
         rejects=sorted(collector.rejects + duplicates.rejects, key=lambda r: r.line),
         records=collector.records,
     )
+
+
+def read_corpus(source: Path | str, *, query: str | None = None) -> Ingested:
+    """The articles of a corpus file or of a database URL (`query`: see sql_source.resolve_query)."""
+    from recommender.pipeline.sql_source import DatabaseSource, is_database_url
+
+    if is_database_url(source):
+        return DatabaseSource(str(source), query).read(allow_delete=False).ingested
+    return read_source(Path(source))
 
 
 def counted_lines(lines: Iterable[bytes], progress: Advance, every: int = 1 << 20) -> Iterator[bytes]:

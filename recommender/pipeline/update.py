@@ -70,12 +70,14 @@ from index.neighbours import (
 from index.simhash import signatures
 from recommender.pipeline.articles import Ingested, Reject
 from recommender.pipeline.build import article_rows, documents, library_versions
-from recommender.policy.catalog import FILES as CATALOG_FILES, STRINGS, ArticleColumns, Catalog, item_fragment
+from recommender.policy.catalog import FILES as CATALOG_FILES, STRINGS, ArticleColumns, Catalog, item_fragment, language_counts
 from recommender.config import BuildConfig, PipelineConfig, PolicyConfig
 from recommender.errors import RejectedRecords, RelatedError
 from recommender.policy.served import precomputable, served_lists
 from recommender.pipeline.stages import Stage
-from recommender.pipeline.sources import read_source, write_rejects
+from recommender.pipeline.changes import Changes, changes_of
+from recommender.pipeline.sources import write_rejects
+from recommender.vectors.language import LanguageDetector
 from recommender.vectors.tfidf import STATE_ARRAYS, ArticleVectorizer, Vectors
 
 log = logging.getLogger("related.update")
@@ -512,12 +514,10 @@ def _same(row: dict, columns: ArticleColumns, old: int, new_sparse: sp.csr_matri
     )
 
 
-def update_hash(parent: Manifest, source: Path) -> str:
+def update_hash(parent: Manifest, changes: Changes) -> str:
     digest = hashlib.sha256(b"related-update\0")
     digest.update(parent.content_hash.encode())
-    with open(source, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+    digest.update(changes.digest().encode())
     return digest.hexdigest()
 
 
@@ -525,7 +525,7 @@ def update_hash(parent: Manifest, source: Path) -> str:
 class UpdateRun:
     """One update on its way through the stages: what it starts from, then what each stage adds."""
 
-    source: Path
+    changes: Changes
     data_dir: Path
     parent: ParentVersion
     config: PipelineConfig
@@ -577,7 +577,7 @@ class UpdateRun:
         return row if row is not None and self.alive[row] else None
 
 
-def open_parent(source: Path, data_dir: Path, build_config: BuildConfig | None) -> UpdateRun:
+def open_parent(changes: Changes, data_dir: Path, build_config: BuildConfig | None) -> UpdateRun:
     """The current version, checked to be one an update knows how to extend."""
     current = current_version(data_dir)
     if current is None:
@@ -591,20 +591,22 @@ def open_parent(source: Path, data_dir: Path, build_config: BuildConfig | None) 
         )
     config = PipelineConfig.from_manifest(parent.manifest.data["config"], origin=f"manifest of {parent.name}")
     return UpdateRun(
-        source, data_dir, parent, config, build_config or config.build, config.neighbours.params(),
+        changes, data_dir, parent, config, build_config or config.build, config.neighbours.params(),
         UpdateReport(version=None, parent=parent.name),
     )
 
 
 def ingest(run: UpdateRun) -> None:
     """Validated records and deletions; too many rejects fail the update before any work."""
-    ingested = run.ingested = read_source(run.source, allow_delete=True)
+    ingested = run.ingested = run.changes.read(run.parent.manifest)
     run.report.records, run.report.rejects, run.report.rejected = ingested.records, len(ingested.rejects), ingested.rejects
     for reject in ingested.rejects[:20]:
         log.warning("rejected line %s (id=%s): %s", reject.line, reject.id, reject.reason)
     first = "; ".join(f"line {r.line}: {r.reason}" for r in ingested.rejects[:3])
     if ingested.records and not ingested.articles and not ingested.deletions:
-        raise RejectedRecords(f"no valid record: {ingested.records} records, all rejected ({first})", ingested.rejects)
+        where = run.changes.describe().get("path") or run.changes.describe().get("url")
+        raise RejectedRecords(f"no valid record in {where}: {ingested.records} records, all rejected ({first})",
+                              ingested.rejects)
     share = len(ingested.rejects) / max(1, ingested.records)
     if share > run.build_config.max_reject_share:
         raise RejectedRecords(
@@ -629,7 +631,8 @@ def vectorize(run: UpdateRun) -> None:
         run.sparse = parent.sparse("tfidf", len(run.terms))
         if run.sparse.shape[0] != run.n_old:
             raise CorruptArtifactError(f"version {parent.name}: row counts of articles and tfidf differ")
-    docs = documents(ingested.articles, run.config)
+    counts = language_counts(run.columns.lang_codes, run.alive, run.columns.items)
+    docs = documents(ingested.articles, run.config, LanguageDetector.for_index(run.config.text, counts))
     run.new_meta = article_rows(ingested.articles, docs)
     run.analysed = [run.vectorizer.analyze(doc) for doc in docs]  # once: the drift counts read them too
     run.vectors = run.vectorizer.transform(docs, run.analysed) if docs else None
@@ -648,7 +651,8 @@ def vectorize(run: UpdateRun) -> None:
         old = run.live_row(deletion.id, row_of)
         if old is None:
             report.not_found += 1
-            log.warning("delete: no article with id %r in version %s", deletion.id, parent.name)
+            if not run.changes.repeats_deletions:  # a sync lists every deleted row, applied or not
+                log.warning("delete: no article with id %r in version %s", deletion.id, parent.name)
             continue
         report.deleted += 1
         run.dead.append(old)
@@ -835,7 +839,7 @@ def write(run: UpdateRun) -> None:
             "parent": parent.name,
             "built_at": _utc_now(),
             "base_built_at": parent_meta.get("base_built_at", parent_meta.get("built_at")),
-            "source": {"path": str(run.source.resolve()), "records": ingested.records},
+            "source": run.changes.describe() | {"records": ingested.records},
             "config": parent_meta["config"],
             "counts": {
                 "articles": report.articles, "rows": n_old + run.n_new, "tombstones": int((~run.alive).sum()),
@@ -852,7 +856,10 @@ def write(run: UpdateRun) -> None:
             "stages": run.stages,  # serialized at commit: the stages before this one
             "drift": drift,
         }
-        run.version = writer.commit(meta, update_hash(parent.manifest, run.source), parts)
+        sync = run.changes.sync_state()
+        if sync is not None:
+            meta["sync"] = sync  # the watermark advances with the version's publication, never before
+        run.version = writer.commit(meta, update_hash(parent.manifest, run.changes), parts)
 
 
 def publish_version(run: UpdateRun) -> None:
@@ -874,10 +881,11 @@ STAGES = (
 
 
 def update(
-    source: Path, data_dir: Path, *, build_config: BuildConfig | None = None, progress: bool = False,
+    source: Path | str | Changes, data_dir: Path, *, build_config: BuildConfig | None = None, progress: bool = False,
     max_reject_share: float | None = None,
 ) -> UpdateReport:
-    """Apply an update file to the current version and publish the result. Holds the build lock.
+    """Apply an update file (or a database's rows, see changes.py) to the current version and
+    publish the result. Holds the build lock.
 
     `build_config` (keep, drift thresholds) defaults to the current version's; the text, index
     and neighbour settings always come from the current version, whose vocabulary is reused.
@@ -886,11 +894,10 @@ def update(
     a CMS posting one article at a time wants the good ones applied (1.0) or all-or-nothing (0.0).
     """
     started = time.perf_counter()
-    source, data_dir = Path(source), Path(data_dir)
-    if not source.is_file():
-        raise RelatedError(f"update file not found: {source}")
+    changes = changes_of(source) if isinstance(source, (str, Path)) else source
+    data_dir = Path(data_dir)
     with build_lock(data_dir):
-        run = open_parent(source, data_dir, build_config)
+        run = open_parent(changes, data_dir, build_config)
         if max_reject_share is not None:
             run.build_config = run.build_config.model_copy(update={"max_reject_share": max_reject_share})
         report = run.report
@@ -909,3 +916,4 @@ def update(
         report.stages = run.stages
         report.seconds = time.perf_counter() - started
         return report
+

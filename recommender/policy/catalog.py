@@ -29,7 +29,7 @@ import scipy.sparse as sp
 from pydantic_core import to_json
 
 from index.artifacts import Version, VersionWriter
-from index.columns import KeyIndex, StringColumn, key_codes
+from index.columns import NO_CODE, KeyIndex, StringColumn, key_codes
 from index.errors import CorruptArtifactError
 from index.simhash import signatures
 from index.sparse_kernels import SortedRows
@@ -83,6 +83,18 @@ def normalize_url(url: str | None) -> str | None:
 def item_fragment(row: dict[str, Any]) -> bytes:
     """The JSON of a list item of this metadata row, open for its score."""
     return to_json({name: row.get(name) for name in ITEM_FIELDS})[:-1] + SCORE_KEY
+
+
+def language_counts(lang_codes: np.ndarray, alive: np.ndarray, items: StringColumn) -> dict[str, int]:
+    """Live rows per language (rows without one left out), most first; names read from one item each."""
+    codes, first, counts = np.unique(np.asarray(lang_codes)[np.asarray(alive, dtype=bool)], return_index=True, return_counts=True)
+    live = np.flatnonzero(alive)
+    found = {}
+    for code, row, count in zip(codes.tolist(), live[first].tolist(), counts.tolist()):
+        lang = item_metadata(items.raw(row))["lang"]
+        if code != NO_CODE and lang:
+            found[lang] = count
+    return dict(sorted(found.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def item_metadata(fragment: bytes) -> dict[str, Any]:

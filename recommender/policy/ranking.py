@@ -37,6 +37,8 @@ class RelatedQuery:
     since: datetime | None = None
     relative_to: str = "now"  # "now" or "article": what max_age_days counts back from
     explain: bool = False
+    min_score: float | None = None  # relevance floor; None: policy.min_score
+    fill: str | None = None  # "latest" or "none"; None: policy.fill
 
     def filters_for(self, lang_code: int) -> bool:
         """Whether any option filters the list of an article whose language has this code."""
@@ -63,6 +65,7 @@ class QueryContext:
     row: int | None = None
     url_code: int = NO_CODE  # key codes of the normalized URL and title, as Catalog.url_codes
     title_code: int = NO_CODE
+    category_code: int = NO_CODE  # the query's section, for fillers
 
     @property
     def sparse(self) -> sp.csr_matrix:
@@ -80,6 +83,14 @@ class RankedItem:
 class Policy:
     def __init__(self, config: PolicyConfig) -> None:
         self.config = config
+
+    def floor(self, query: RelatedQuery) -> float:
+        """The relevance floor of a request: its own, else the configured one."""
+        return self.config.min_score if query.min_score is None else query.min_score
+
+    def fills(self, query: RelatedQuery) -> bool:
+        """Whether free slots of a short list get fillers (the newest of the query's section and language)."""
+        return (query.fill or self.config.fill) == "latest"
 
     # -- filters ------------------------------------------------------------------------
     def eligible(
@@ -177,7 +188,7 @@ class Policy:
         rows: np.ndarray,
         scores: np.ndarray,
     ) -> list[RankedItem]:
-        """The list to serve (at most `query.limit` items) from candidates ordered by text score."""
+        """The list to serve (at most `query.limit` items, none below the floor) from candidates ordered by text score."""
         mask = self.eligible(catalog, ctx, query, rows, scores)
         reorders = (
             self.config.freshness_half_life_days is not None
@@ -189,7 +200,8 @@ class Policy:
         self.freshness(catalog, ctx, items)
         items = self.cap_categories(catalog, items)
         items = self.diversify(catalog, items, query.limit)
-        return items[: query.limit]
+        floor = self.floor(query)
+        return [item for item in items[: query.limit] if item.score >= floor]
 
 
 def shared_terms(

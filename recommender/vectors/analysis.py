@@ -1,4 +1,4 @@
-"""Language-aware analysis: language detection, tokenizing, stop words and Snowball stemming.
+"""Language-aware analysis: tokenizing, stop words and Snowball stemming (detection: language.py).
 
 A German article and an English one must not meet on "die" or "will", and "Wahlen"/"Wahl"
 must meet each other: so each language gets its own stop words and stemmer, and the
@@ -23,18 +23,28 @@ SNOWBALL_NAMES = {
 TOKEN = re.compile(r"[^\W\d_][\w]*|\d+[^\W\d_]\w*", re.UNICODE)
 # French/Italian elision: l'armée -> armée, dell'Italia -> italia.
 ELISION = re.compile(r"\b\w{1,4}['’]", re.UNICODE)
-MIN_DETECT_CHARS = 20
 MAX_STEM_CACHE = 500_000
-
-
-def detect_language(text: str, default: str) -> str:
-    """ISO 639-1 code of `text`; `default` when the text is too short to tell."""
-    if len(text) < MIN_DETECT_CHARS:
-        return default
-    import py3langid  # loads its model: only when a record has no language
-
-    lang, _score = py3langid.classify(text[:2000])
-    return lang
+ISO_STOP_WORDS = ("de", "fr", "es", "it")  # languages that also take stopwords-iso's fuller list
+# Nouns, adjectives and time adverbs of stopwords-iso's lists that tell news stories apart ("rechte":
+# right-wing, "Recht": law, "neue", "heute", "consiglio": council, "città", "país"): kept as terms, as
+# before. 10kGNAD nDCG@10: 0.6595 without stopwords-iso, 0.653 with its whole German list, 0.655 keeping
+# the nouns, 0.6584 keeping these.
+ISO_CONTENT_WORDS = {
+    "de": frozenset(
+        "gott mensch menschen mann recht rechte rechten rechter rechtes ordnung zeit mittel sache teil schluss "
+        "uhr tag tage tagen morgen jahr jahre jahren ende ernst wahr schlecht richtig offen suche startseite "
+        "gut gute guter gutes groß große großen großer großes gross grosse grossen grosser grosses kleine "
+        "kleinen kleiner kleines neue neuen hoch lang lange leicht möglich natürlich bekannt besser besten "
+        "beispiel eigen eigene eigenen eigener eigenes ganz ganze ganzen ganzer ganzes mal wissen dank kurz "
+        "früher später heute zusammen".split()
+    ),
+    "fr": frozenset("gens premier première dernier derniere retour".split()),
+    "es": frozenset("acuerdo pais paìs general final".split()),
+    "it": frozenset(
+        "citta città consiglio gruppo mondo paese uomo vita tempo futuro forza titolo registrazione luogo "
+        "generale momento scola piedi".split()
+    ),
+}
 
 
 @lru_cache(maxsize=1)
@@ -56,6 +66,8 @@ def english_stop_words() -> frozenset[str]:
 
 @lru_cache(maxsize=64)
 def stop_words_for(lang: str) -> frozenset[str]:
+    """The union of the lists we have for `lang`: scikit-learn's (English), `stop-words`' and, for the
+    languages whose `stop-words` list is short (German had 263 words, without "mehr"), stopwords-iso's."""
     words: set[str] = set()
     if lang == "en":
         words |= english_stop_words()
@@ -63,6 +75,10 @@ def stop_words_for(lang: str) -> frozenset[str]:
         words |= {w.lower() for w in get_stop_words(lang)}
     except Exception:  # stop_words raises its own error type for unknown languages
         pass
+    if lang in ISO_STOP_WORDS:
+        import stopwordsiso  # reads its JSON of every language: only when one of these is analysed
+
+        words |= {w.lower() for w in stopwordsiso.stopwords(lang)} - ISO_CONTENT_WORDS.get(lang, frozenset())
     return frozenset(words)
 
 

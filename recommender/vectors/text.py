@@ -37,16 +37,19 @@ INVISIBLE_CLASS = (
 _INVISIBLE_CHARS = re.compile(f"[{INVISIBLE_CLASS}\ud800-\udfff]")
 
 
-def html_to_text(raw: str) -> str:
+def html_to_text(raw: str, *, keep_script_text: bool = False) -> str:
     """Visible text of an HTML fragment or document; plain text passes through with entities decoded.
 
     The parser only runs when the string contains '<' because most bodies in practice are plain text
-    and parsing costs far more than the check.
+    and parsing costs far more than the check. `keep_script_text` keeps what script and style
+    elements hold, as text: for one-line fields such as titles, where a `<script>` is something
+    typed (or injected) that a reader should see as it is (escaped when shown), not a page's code.
     """
     if "<" not in raw:
         return html.unescape(raw) if "&" in raw else raw
     tree = LexborHTMLParser(_BLOCK_TAG.sub(" <", raw))
-    tree.strip_tags(_INVISIBLE_TAGS)
+    if not keep_script_text:
+        tree.strip_tags(_INVISIBLE_TAGS)
     root = tree.root
     return root.text(separator="") if root is not None else ""
 
@@ -56,13 +59,13 @@ def remove_invisible(text: str) -> str:
     return _INVISIBLE_CHARS.sub("", text)
 
 
-def clean_text(raw: str) -> str:
+def clean_text(raw: str, *, keep_script_text: bool = False) -> str:
     """Plain, NFKC-normalized, single-spaced text: what gets tokenized and shown.
 
     NFKC folds compatibility forms (ligatures, full-width letters, non-breaking spaces) so that visually
     equal words become equal tokens.
     """
-    text = " ".join(unicodedata.normalize("NFKC", html_to_text(raw)).split())
+    text = " ".join(unicodedata.normalize("NFKC", html_to_text(raw, keep_script_text=keep_script_text)).split())
     # After whitespace is collapsed, isprintable() is a fast exact test for "nothing invisible left"
     # (it is False for Cc/Cf/Cs), so the slower regex only runs on the rare text that needs it.
     if not text.isprintable():
