@@ -39,3 +39,22 @@ def test_schemathesis_finds_no_failure(tmp_path):
             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=MAX_SECONDS * 3,  # caches stay in tmp
         )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+def test_served_openapi_lets_lang_name_only_the_index_languages(tmp_path):
+    """GET and drafts answer 422 to a language the index does not hold, so the schema says so."""
+    import re
+
+    from tests.test_api import ready, related, serve
+
+    build_index(tmp_path / "data")  # English and German articles
+    with serve(tmp_path / "data") as client:
+        ready(client)
+        document = client.get("/openapi.json").json()
+        get = document["paths"]["/v1/articles/{article_id}/related"]["get"]["parameters"]
+        query_lang = next(p for p in get if p["name"] == "lang")["schema"]["anyOf"][0]["pattern"]
+        draft = document["components"]["schemas"]["DraftRequest"]["properties"]["lang"]["anyOf"][0]["pattern"]
+        assert query_lang == draft
+        for code, accepted in [("en", True), (" DE ", True), ("any", True), ("", True), ("fr", False), ("eng", False)]:
+            assert bool(re.match(query_lang, code)) is accepted, code
+            assert (related(client, "flood-0", lang=code).status_code == 200) is accepted, code
