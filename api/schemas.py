@@ -101,11 +101,13 @@ class ListOptions(BaseModel):
         None, ge=0, le=1, allow_inf_nan=False,
         description="Relevance floor: items scoring less are left out, so a list may be shorter than `limit` "
         "(`fill_reason: below_min_score`). Default: the index's `policy.min_score`.",
+        json_schema_extra={"anyOf": [{"type": "number", "minimum": 0, "maximum": 1}, BLANK, {"type": "null"}]},
     )
     fill: Literal["none", "latest"] | None = Field(
         None,
         description="`latest`: free slots of a short list get the newest articles of the query's section and "
         "language, marked `\"filler\": true`. Default: the index's `policy.fill`.",
+        json_schema_extra={"anyOf": [{"type": "string", "enum": ["none", "latest"]}, BLANK, {"type": "null"}]},
     )
 
     _split = field_validator("exclude", "category", "exclude_category", mode="before")(split_values)
