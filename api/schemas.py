@@ -402,10 +402,11 @@ def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
 # The corpus record, as strict as JSON Schema can say it, so that a record the schema allows is one the
 # update accepts: an id of visible characters; unless `deleted`, a title or body with a visible character
 # outside HTML tags and entities (what is left after HTML cleaning, roughly: text only inside <script> is
-# not seen by the pattern); dates in RFC 3339.
+# not seen by the pattern); dates in RFC 3339 (years 1000-8999).
 ID_PATTERN = rf"^[^{INVISIBLE_CLASS}]*[^\s{INVISIBLE_CLASS}][^{INVISIBLE_CLASS}]*$"
 TEXT_PATTERN = rf"^(?:[^<&]|<[^>]*>|&[^;]*;?)*?[^\s<>&{INVISIBLE_CLASS}]"
-DATE_TIME_PATTERN = r"^\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)$"
+# Years 1000-8999: at the ends of Python's datetime range an offset moves the UTC time out of it.
+DATE_TIME_PATTERN = r"^[1-8]\d{3}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)$"
 _ID = re.compile(ID_PATTERN)
 _TEXT = re.compile(TEXT_PATTERN)
 _DATE_TIME = re.compile(DATE_TIME_PATTERN)
