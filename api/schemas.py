@@ -18,9 +18,12 @@ LIST_OPTIONS = frozenset({"exclude", "category", "exclude_category"})
 # surrounding blanks ignored, blank meaning "not given". Written out letter by letter: an IGNORECASE regex
 # would also take the Kelvin sign for a k, which JSON Schema tools do not. The served OpenAPI narrows it
 # to the index's languages (api/openapi.py), as GET and drafts answer 422 for others.
-LANG_PATTERN = r"^\s*([Aa][Nn][Yy]|[A-Za-z]{2,3})?\s*$"
+# The characters of str.isspace() (what strip() and split() remove), spelled out: `\s` in the schema's
+# patterns means other things to other regex engines (Rust's, in schemathesis, leaves out \x1c-\x1f).
+SPACE = r"\x09-\x0d\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028-\u2029\u202f\u205f\u3000"
+LANG_PATTERN = rf"^[{SPACE}]*([Aa][Nn][Yy]|[A-Za-z]{{2,3}})?[{SPACE}]*$"
 LANG_RE = re.compile(LANG_PATTERN)
-BLANK = {"type": "string", "pattern": r"^\s*$"}  # a blank option is as good as none (HTML forms send them)
+BLANK = {"type": "string", "pattern": rf"^[{SPACE}]*$"}  # a blank option is as good as none (HTML forms send them)
 ISO_DATE_START = re.compile(r"\d{4}-\d\d-\d\d")  # pydantic also reads numbers as Unix times; the schema says ISO
 EXAMPLE_VERSION = "20240501T100000123456Z-3f2a9c1b"
 
@@ -58,7 +61,7 @@ def normalize_lang(value: Any) -> Any:
 def language_pattern(codes: tuple[str, ...]) -> str:
     """LANG_PATTERN narrowed to these codes (the languages an index holds), as api/openapi.py serves it."""
     either = "|".join("".join(f"[{c.upper()}{c}]" for c in code) for code in ("any", *codes))
-    return rf"^\s*(?:{either})?\s*$"
+    return rf"^[{SPACE}]*(?:{either})?[{SPACE}]*$"
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -171,8 +174,8 @@ class DraftRequest(ListOptions):
     model_config = ConfigDict(
         json_schema_extra={
             # At least one of title and body has a non-space character (the validator below).
-            "anyOf": [{"required": ["title"], "properties": {"title": {"pattern": r"\S"}}},
-                      {"required": ["body"], "properties": {"body": {"pattern": r"\S"}}}],
+            "anyOf": [{"required": ["title"], "properties": {"title": {"pattern": f"[^{SPACE}]"}}},
+                      {"required": ["body"], "properties": {"body": {"pattern": f"[^{SPACE}]"}}}],
             "examples": [
                 {
                     "title": "Storm floods the harbour district",
@@ -403,8 +406,8 @@ def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
 # update accepts: an id of visible characters; unless `deleted`, a title or body with a visible character
 # outside HTML tags and entities (what is left after HTML cleaning, roughly: text only inside <script> is
 # not seen by the pattern); dates in RFC 3339 (years 1000-8999).
-ID_PATTERN = rf"^[^{INVISIBLE_CLASS}]*[^\s{INVISIBLE_CLASS}][^{INVISIBLE_CLASS}]*$"
-TEXT_PATTERN = rf"^(?:[^<&]|<[^>]*>|&[^;]*;?)*?[^\s<>&{INVISIBLE_CLASS}]"
+ID_PATTERN = rf"^[^{INVISIBLE_CLASS}]*[^{SPACE}{INVISIBLE_CLASS}][^{INVISIBLE_CLASS}]*$"
+TEXT_PATTERN = rf"^(?:[^<&]|<[^>]*>|&[^;]*;?)*?[^{SPACE}<>&{INVISIBLE_CLASS}]"
 # Years 1000-8999: at the ends of Python's datetime range an offset moves the UTC time out of it.
 DATE_TIME_PATTERN = r"^[1-8]\d{3}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)$"
 _ID = re.compile(ID_PATTERN)
