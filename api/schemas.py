@@ -58,6 +58,13 @@ def normalize_lang(value: Any) -> Any:
     return value
 
 
+def list_or_csv(schema: dict[str, Any]) -> None:
+    """JSON Schema of a draft's list option: an array of strings, or one comma-separated string."""
+    schema.pop("type", None)
+    schema.pop("items", None)
+    schema["anyOf"] = [{"type": "array", "items": {"type": "string"}}, {"type": "string"}]
+
+
 def language_pattern(codes: tuple[str, ...]) -> str:
     """LANG_PATTERN narrowed to these codes (the languages an index holds), as api/openapi.py serves it."""
     either = "|".join("".join(f"[{c.upper()}{c}]" for c in code) for code in ("any", *codes))
@@ -199,6 +206,28 @@ class DraftRequest(ListOptions):
         "the draft's language, or any language when it has fewer than `policy.min_language_articles` articles "
         "(`fill_reason: language_fallback`); `any` lists items of every language.",
     )
+
+    exclude: list[str] = Field(default_factory=list, json_schema_extra=list_or_csv,
+                               description="Article ids to leave out (a list, or a comma-separated string).")
+    category: list[str] = Field(default_factory=list, json_schema_extra=list_or_csv,
+                                description="Only these categories (a list, or a comma-separated string).")
+    exclude_category: list[str] = Field(default_factory=list, json_schema_extra=list_or_csv,
+                                        description="Leave out these categories (a list, or a comma-separated string).")
+
+    # JSON has types: a number or boolean of the body is one (a query string's are text, read leniently).
+    @field_validator("limit", "max_age_days", "min_score", mode="before")
+    @classmethod
+    def _json_number(cls, value: Any) -> Any:
+        if isinstance(value, bool) or (isinstance(value, str) and value.strip()):
+            raise ValueError("must be a JSON number")
+        return value
+
+    @field_validator("explain", mode="before")
+    @classmethod
+    def _json_boolean(cls, value: Any) -> Any:
+        if not isinstance(value, bool):
+            raise ValueError("must be true or false")
+        return value
 
     def to_query(self, relative_to: str = "now") -> RelatedQuery:
         """`lang` names the draft's language, not a filter: only `any` widens the items."""
