@@ -59,10 +59,10 @@ def normalize_lang(value: Any) -> Any:
 
 
 def list_or_csv(schema: dict[str, Any]) -> None:
-    """JSON Schema of a draft's list option: an array of strings, or one comma-separated string."""
+    """JSON Schema of a draft's list option: an array of strings, one comma-separated string, or null (none)."""
     schema.pop("type", None)
     schema.pop("items", None)
-    schema["anyOf"] = [{"type": "array", "items": {"type": "string"}}, {"type": "string"}]
+    schema["anyOf"] = [{"type": "array", "items": {"type": "string"}}, {"type": "string"}, {"type": "null"}]
 
 
 def language_pattern(codes: tuple[str, ...]) -> str:
