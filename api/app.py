@@ -19,8 +19,9 @@ from api.docs import install_offline_docs
 from api.errors import install_error_handlers
 from api.head import HeadAsGetMiddleware
 from api.holder import IndexHolder
-from api.limits import BodySizeLimitMiddleware
+from api.limits import BodySizeLimitMiddleware, RequestTimeoutMiddleware
 from api.metrics import Metrics, MetricsMiddleware
+from api.openapi import serve_language_aware_openapi
 from api.render import ServedRenderer
 from api.routes import admin, health, related, sidebar
 from api.served_lists import ServedListsMiddleware
@@ -111,8 +112,10 @@ def create_app(settings: Settings | None = None, *, holder: IndexHolder | None =
     for module in (related, sidebar, health, admin):
         app.include_router(module.router)
     install_offline_docs(app)
+    serve_language_aware_openapi(app, holder)
 
     # add_middleware wraps: the last added runs first (outermost).
+    app.add_middleware(RequestTimeoutMiddleware, seconds=settings.request_timeout_seconds)
     app.add_middleware(ServedListsMiddleware, state=app.state, route=related.ARTICLE_ROUTE)
     app.add_middleware(HeadAsGetMiddleware)
     if settings.cors_origins:

@@ -80,12 +80,18 @@ def parse_related_query(query_string: bytes) -> ParsedQuery:
     Callers share the result: never mutate it.
     """
     raw: dict[str, Any] = {}
+    repeated: list[str] = []
     for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
         if key in RelatedParams.model_fields:
             if key in LIST_OPTIONS:
                 raw.setdefault(key, []).append(value)
+            elif key in raw:
+                repeated.append(key)  # the OpenAPI says one value; which one did the caller mean?
             else:
-                raw[key] = value  # the last one wins, as with Starlette's QueryParams
+                raw[key] = value
+    if repeated:
+        raise RequestValidationError([{"loc": ("query", key), "msg": "given more than once", "type": "repeated"}
+                                      for key in dict.fromkeys(repeated)])
     try:
         params = RelatedParams.model_validate(raw)
     except ValidationError as err:

@@ -1,4 +1,6 @@
-"""Request body size limit as a small pure ASGI middleware (BaseHTTPMiddleware is slow).
+"""Request body size limit and request timeout, as small pure ASGI middleware (BaseHTTPMiddleware is slow).
+
+The request head (line and headers) is bounded one layer down, in the HTTP protocol (api.http_protocol).
 
 A declared Content-Length above the limit is answered 413 before a byte of the body is
 read; a chunked body is counted as it streams in and refused once it passes the limit.
@@ -102,13 +104,64 @@ class BodySizeLimitMiddleware:
                 drained += len(message.get("body", b""))
 
     async def _refuse(self, send: Send) -> None:
-        payload = json.dumps(
-            error_body("payload_too_large", f"request body is larger than {self.limit} bytes"),
-            separators=(",", ":"),
-        ).encode()
-        await send({
-            "type": "http.response.start",
-            "status": 413,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())],
-        })
-        await send({"type": "http.response.body", "body": payload})
+        await _send_error(send, 413, "payload_too_large", f"request body is larger than {self.limit} bytes", [])
+
+class RequestTimeoutMiddleware:
+    """Answers a request that is not done within `seconds`: 408 while its body is still arriving
+    (a client trickling bytes holds a connection and a task), 503 when the work took too long.
+
+    Placed behind the served-lists layer, so precomputed GETs (an array lookup) skip the timer.
+    Paths under `exempt` are not timed: an admin update that finishes after its client was told
+    it failed would be worse than a slow answer.
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float, exempt: str = "/v1/admin/") -> None:
+        self.app = app
+        self.seconds = seconds
+        self.exempt = exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.exempt):
+            await self.app(scope, receive, send)
+            return
+        body = _Body()
+        started = False
+
+        async def tracking_receive() -> Message:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body.complete = True
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        with anyio.move_on_after(self.seconds) as timer:
+            await self.app(scope, tracking_receive, tracking_send)
+        if not timer.cancelled_caught or started:
+            return  # a response cut short after its start just ends; the client sees a short body
+        if body.complete or not _has_body(scope):
+            await _send_error(send, 503, "timeout", f"no answer within {self.seconds:g} s; try again later",
+                              [(b"retry-after", b"5")])
+        else:
+            await _send_error(send, 408, "request_timeout", f"the request body did not arrive within {self.seconds:g} s",
+                              [(b"connection", b"close")])
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() not in (b"", b"0")):
+            return True
+    return False
+
+
+async def _send_error(send: Send, status: int, code: str, message: str, headers: list[tuple[bytes, bytes]]) -> None:
+    payload = json.dumps(error_body(code, message), separators=(",", ":")).encode()
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), *headers],
+    })
+    await send({"type": "http.response.body", "body": payload})

@@ -10,12 +10,21 @@ from dataclasses import replace
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from recommender.policy.ranking import ANY_LANGUAGE, RelatedQuery
+from recommender.vectors.text import INVISIBLE_CLASS, remove_invisible
 
 MAX_LIMIT = 100
 LIST_OPTIONS = frozenset({"exclude", "category", "exclude_category"})
-LANG_RE = re.compile(r"any|[a-z]{2,3}")
-# What `lang` accepts before normalizing (case and surrounding blanks; blank means not given), for the OpenAPI schema.
-LANG_PATTERN = r"^\s*([Aa][Nn][Yy]|[A-Za-z]{2,3})?\s*$"
+# What `lang` accepts before normalizing, as the OpenAPI says it: `any` or a 2-3 letter code in any case,
+# surrounding blanks ignored, blank meaning "not given". Written out letter by letter: an IGNORECASE regex
+# would also take the Kelvin sign for a k, which JSON Schema tools do not. The served OpenAPI narrows it
+# to the index's languages (api/openapi.py), as GET and drafts answer 422 for others.
+# The characters of str.isspace() (what strip() and split() remove), spelled out: `\s` in the schema's
+# patterns means other things to other regex engines (Rust's, in schemathesis, leaves out \x1c-\x1f).
+SPACE = r"\x09-\x0d\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028-\u2029\u202f\u205f\u3000"
+LANG_PATTERN = rf"^[{SPACE}]*([Aa][Nn][Yy]|[A-Za-z]{{2,3}})?[{SPACE}]*$"
+LANG_RE = re.compile(LANG_PATTERN)
+BLANK = {"type": "string", "pattern": rf"^[{SPACE}]*$"}  # a blank option is as good as none (HTML forms send them)
+ISO_DATE_START = re.compile(r"\d{4}-\d\d-\d\d")  # pydantic also reads numbers as Unix times; the schema says ISO
 EXAMPLE_VERSION = "20240501T100000123456Z-3f2a9c1b"
 
 
@@ -42,12 +51,24 @@ def blank_is_none(value: Any) -> Any:
 
 
 def normalize_lang(value: Any) -> Any:
-    value = blank_is_none(value)
     if isinstance(value, str):
-        value = value.strip().lower()
-        if not LANG_RE.fullmatch(value):
+        if not LANG_RE.match(value):
             raise ValueError("must be `any` or a 2-3 letter language code such as `en`")
+        value = value.strip().lower() or None
     return value
+
+
+def list_or_csv(schema: dict[str, Any]) -> None:
+    """JSON Schema of a draft's list option: an array of strings, one comma-separated string, or null (none)."""
+    schema.pop("type", None)
+    schema.pop("items", None)
+    schema["anyOf"] = [{"type": "array", "items": {"type": "string"}}, {"type": "string"}, {"type": "null"}]
+
+
+def language_pattern(codes: tuple[str, ...]) -> str:
+    """LANG_PATTERN narrowed to these codes (the languages an index holds), as api/openapi.py serves it."""
+    either = "|".join("".join(f"[{c.upper()}{c}]" for c in code) for code in ("any", *codes))
+    return rf"^[{SPACE}]*(?:{either})?[{SPACE}]*$"
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -77,26 +98,39 @@ class ListOptions(BaseModel):
         "(`fill_reason: language_fallback`).",
     )
     max_age_days: float | None = Field(
-        None, gt=0, le=36_500, allow_inf_nan=False, description="Only items published within this many days."
+        None, gt=0, le=36_500, allow_inf_nan=False, description="Only items published within this many days.",
+        json_schema_extra={"anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 36_500}, BLANK, {"type": "null"}]},
     )
     since: datetime | None = Field(
-        None, description="Only items published at or after this ISO date or datetime (UTC when no offset)."
+        None, description="Only items published at or after this ISO date or datetime (UTC when no offset).",
+        json_schema_extra={"anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "format": "date"},
+                                     BLANK, {"type": "null"}]},
     )
     explain: bool = Field(False, description="Add `why` (top shared terms) and `score_parts` to each item.")
     min_score: float | None = Field(
         None, ge=0, le=1, allow_inf_nan=False,
         description="Relevance floor: items scoring less are left out, so a list may be shorter than `limit` "
         "(`fill_reason: below_min_score`). Default: the index's `policy.min_score`.",
+        json_schema_extra={"anyOf": [{"type": "number", "minimum": 0, "maximum": 1}, BLANK, {"type": "null"}]},
     )
     fill: Literal["none", "latest"] | None = Field(
         None,
         description="`latest`: free slots of a short list get the newest articles of the query's section and "
         "language, marked `\"filler\": true`. Default: the index's `policy.fill`.",
+        json_schema_extra={"anyOf": [{"type": "string", "enum": ["none", "latest"]}, BLANK, {"type": "null"}]},
     )
 
     _split = field_validator("exclude", "category", "exclude_category", mode="before")(split_values)
     _lang = field_validator("lang", mode="before")(normalize_lang)
-    _blank = field_validator("max_age_days", "since", "min_score", "fill", mode="before")(blank_is_none)
+    _blank = field_validator("max_age_days", "min_score", "fill", mode="before")(blank_is_none)
+
+    @field_validator("since", mode="before")
+    @classmethod
+    def _iso(cls, value: Any) -> Any:
+        value = blank_is_none(value)
+        if isinstance(value, str) and not ISO_DATE_START.match(value):
+            raise ValueError("must be an ISO date or date-time such as 2024-05-01 or 2024-05-01T10:00:00Z")
+        return value
 
     @field_validator("since")
     @classmethod
@@ -146,6 +180,9 @@ class DraftRequest(ListOptions):
 
     model_config = ConfigDict(
         json_schema_extra={
+            # At least one of title and body has a non-space character (the validator below).
+            "anyOf": [{"required": ["title"], "properties": {"title": {"pattern": f"[^{SPACE}]"}}},
+                      {"required": ["body"], "properties": {"body": {"pattern": f"[^{SPACE}]"}}}],
             "examples": [
                 {
                     "title": "Storm floods the harbour district",
@@ -169,6 +206,28 @@ class DraftRequest(ListOptions):
         "the draft's language, or any language when it has fewer than `policy.min_language_articles` articles "
         "(`fill_reason: language_fallback`); `any` lists items of every language.",
     )
+
+    exclude: list[str] = Field(default_factory=list, json_schema_extra=list_or_csv,
+                               description="Article ids to leave out (a list, or a comma-separated string).")
+    category: list[str] = Field(default_factory=list, json_schema_extra=list_or_csv,
+                                description="Only these categories (a list, or a comma-separated string).")
+    exclude_category: list[str] = Field(default_factory=list, json_schema_extra=list_or_csv,
+                                        description="Leave out these categories (a list, or a comma-separated string).")
+
+    # JSON has types: a number or boolean of the body is one (a query string's are text, read leniently).
+    @field_validator("limit", "max_age_days", "min_score", mode="before")
+    @classmethod
+    def _json_number(cls, value: Any) -> Any:
+        if isinstance(value, bool) or (isinstance(value, str) and value.strip()):
+            raise ValueError("must be a JSON number")
+        return value
+
+    @field_validator("explain", mode="before")
+    @classmethod
+    def _json_boolean(cls, value: Any) -> Any:
+        if not isinstance(value, bool):
+            raise ValueError("must be true or false")
+        return value
 
     def to_query(self, relative_to: str = "now") -> RelatedQuery:
         """`lang` names the draft's language, not a filter: only `any` widens the items."""
@@ -242,6 +301,9 @@ class ErrorDetail(BaseModel):
     message: str = Field(description="Human-readable explanation.")
     parameter: str | None = Field(None, description="The offending parameter (422 only).")
     details: list[dict[str, Any]] | None = Field(None, description="Every validation problem (422 only).")
+    rejected: list[dict[str, Any]] | None = Field(
+        None, description="`invalid_update` only: each record refused, as {line, id, reason}."
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -371,3 +433,78 @@ def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
             "schema": spec, **({"style": "form", "explode": True} if name in LIST_OPTIONS else {}),
         })
     return parameters
+
+
+# -- posted articles (POST /v1/admin/articles) ---------------------------------------------------
+# The corpus record, as strict as JSON Schema can say it, so that a record the schema allows is one the
+# update accepts: an id of visible characters; unless `deleted`, a title or body with a visible character
+# outside HTML tags and entities (what is left after HTML cleaning, roughly: text only inside <script> is
+# not seen by the pattern); dates in RFC 3339 (years 1000-8999).
+ID_PATTERN = rf"^[^{INVISIBLE_CLASS}]*[^{SPACE}{INVISIBLE_CLASS}][^{INVISIBLE_CLASS}]*$"
+TEXT_PATTERN = rf"^(?:[^<&]|<[^>]*>|&[^;]*;?)*?[^{SPACE}<>&{INVISIBLE_CLASS}]"
+# Years 1000-8999: at the ends of Python's datetime range an offset moves the UTC time out of it.
+DATE_TIME_PATTERN = r"^[1-8]\d{3}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d+)?([Zz]|[+-]\d\d:\d\d)$"
+_ID = re.compile(ID_PATTERN)
+_TEXT = re.compile(TEXT_PATTERN)
+_DATE_TIME = re.compile(DATE_TIME_PATTERN)
+NULLABLE_STRING = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+
+
+class PublishedArticle(BaseModel):
+    """One record of `POST /v1/admin/articles`: an article to add or replace, or `{"id", "deleted": true}`."""
+
+    model_config = ConfigDict(extra="allow", strict=True, json_schema_extra={
+        "anyOf": [
+            {"required": ["deleted"], "properties": {"deleted": {"const": True}}},
+            {"required": ["title"], "properties": {"title": {"type": "string", "pattern": TEXT_PATTERN}}},
+            {"required": ["body"], "properties": {"body": {"type": "string", "pattern": TEXT_PATTERN}}},
+        ],
+        "examples": [{"id": "a-124", "title": "Harbour reopens", "body": "<p>The harbour reopened on Monday.</p>",
+                      "lang": "en", "published": "2026-01-02T08:00:00Z", "category": "local"}],
+    })
+
+    id: str = Field(min_length=1, max_length=256, json_schema_extra={"pattern": ID_PATTERN},
+                    description="The CMS id: visible characters, up to 256.")
+    deleted: bool | None = Field(None, description="`true`: remove the article with this id (no other field needed).")
+    title: str | None = Field(None, description="Headline (HTML allowed). A title or a body with text is required.")
+    body: str | None = Field(None, description="Text (HTML allowed).")
+    published: str | None = Field(None, json_schema_extra={"anyOf": [
+        {"type": "string", "format": "date-time", "pattern": DATE_TIME_PATTERN}, {"type": "null"}]},
+        description="RFC 3339 date-time (`2026-01-02T08:00:00Z`).")
+    lang: str | None = Field(None, description="Language code; detected when missing or unusable.")
+    category: str | None = None
+    url: str | None = None
+    evergreen: bool | None = Field(None, description="`true`: exempt from freshness decay.")
+
+    @field_validator("id")
+    @classmethod
+    def _visible_id(cls, value: str) -> str:
+        if not _ID.match(value) or remove_invisible(value) != value:
+            raise ValueError("id must be visible characters (no control or invisible ones), not only spaces")
+        return value
+
+    @field_validator("published")
+    @classmethod
+    def _date_time(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                if not _DATE_TIME.match(value):
+                    raise ValueError(value)
+                datetime.fromisoformat(value.upper())
+            except ValueError:
+                raise ValueError("published must be an RFC 3339 date-time such as 2026-01-02T08:00:00Z") from None
+        return value
+
+    @model_validator(mode="after")
+    def _has_text(self) -> PublishedArticle:
+        if not self.deleted and not any(text is not None and _TEXT.match(text) for text in (self.title, self.body)):
+            raise ValueError("a title or body with visible text is required (unless `deleted` is true)")
+        return self
+
+    def record(self) -> dict[str, Any]:
+        """The corpus record for the update (dates in the form the update parses)."""
+        record = self.model_dump(exclude_none=True)
+        if self.published is not None:
+            record["published"] = self.published.upper()
+        return record
+

@@ -9,9 +9,10 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+KIB = 1 << 10
 MIB = 1 << 20
 
 
@@ -27,6 +28,14 @@ class Settings(BaseSettings):
         default_factory=list, description="Origins allowed by CORS (comma-separated or JSON list); empty: no CORS."
     )
     max_body_bytes: int = Field(MIB, ge=1, description="Largest accepted request body; larger ones get 413.")
+    max_header_bytes: int = Field(
+        32 * KIB, ge=KIB, description="Largest request line plus headers; larger ones get 431 and the connection closes."
+    )
+    request_timeout_seconds: float = Field(
+        30.0, gt=0, description="A request not answered within this time gets 408 (body still arriving) or 503; "
+        "admin endpoints are exempt."
+    )
+    keep_alive_seconds: float = Field(5.0, gt=0, description="An idle keep-alive connection is closed after this time.")
     admin_token: SecretStr | None = Field(
         None, description="Bearer token for POST /v1/admin/reload; unset: the admin endpoint is disabled (404)."
     )
@@ -43,7 +52,10 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
-                return json.loads(text)
+                try:
+                    return json.loads(text)
+                except ValueError as err:
+                    raise ValueError(f"not a JSON list of origins ({err}); or give them comma-separated") from None
             return [part.strip() for part in text.split(",") if part.strip()]
         return value
 
@@ -53,3 +65,14 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+
+def describe_invalid(err: ValidationError, flags: set[str] = frozenset()) -> str:
+    """One line naming each bad setting as the operator wrote it: `--port` if given as a flag of
+    `related serve`, else its environment variable (`RELATED_WORKERS='abc': ...`)."""
+    problems = []
+    for problem in err.errors():
+        field = str(problem["loc"][0]) if problem["loc"] else ""
+        name = f"--{field.replace('_', '-')}" if field in flags else f"RELATED_{field.upper()}"
+        problems.append(f"{name}={problem['input']!r}: {problem['msg']}")
+    return "; ".join(problems) or str(err)

@@ -1,16 +1,21 @@
-"""`related`: a thin click layer over the library. User errors print one line and exit 1."""
+"""`related`: a thin click layer over the library.
+
+Every failure ends with exactly one line on stderr, `related COMMAND: status=... error="..."`, and a
+documented exit code (README, "Exit codes"), never a traceback for an error the user can act on.
+"""
 from __future__ import annotations
 
 import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -18,8 +23,10 @@ from index.errors import ArtifactError, BuildLockedError
 from recommender.config import PipelineConfig
 from recommender.errors import RelatedError
 
-EXIT_LOCKED = 75  # EX_TEMPFAIL: another build or update is running; try again later
+EXIT_FAILED = 1  # status=failed: missing or unreadable input, unwritable data dir, unknown id, corrupt version, ...
+EXIT_INVALID = 2  # status=invalid: a bad option or argument (click's own code), or a bad RELATED_* setting
 EXIT_REFUSED = 3  # `build --gate`: the new version is worse than the current one and was not switched to
+EXIT_LOCKED = 75  # EX_TEMPFAIL: another build or update is running; try again later
 DEFAULT_DATA_DIR = "data"
 
 log = logging.getLogger("related")
@@ -62,33 +69,73 @@ def structured(**fields: Any) -> str:
     return " ".join(out)
 
 
+def status_line(ctx: click.Context | None, status: str, message: str, **fields: Any) -> str:
+    """The one line a failure prints: `related build: status=failed error="..."` (cron greps status=)."""
+    command = "related" if ctx is None or ctx.parent is None else f"related {ctx.info_name}"
+    return f"{command}: {structured(status=status, **fields, error=' '.join(message.split()))}"
+
+
+def fail(status: str, message: str, exit_code: int, **fields: Any) -> NoReturn:
+    click.echo(status_line(click.get_current_context(), status, message, **fields), err=True)
+    sys.exit(exit_code)
+
+
+def describe_os_error(err: OSError) -> str:
+    """`Permission denied: /srv/data` rather than `[Errno 13] Permission denied: '/srv/data'`."""
+    if not err.strerror:
+        return str(err)
+    paths = [str(p) for p in (err.filename, err.filename2) if p is not None]
+    return f"{err.strerror}: {' -> '.join(paths)}" if paths else err.strerror
+
+
 def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn expected failures into a readable line and a meaningful exit code, never a traceback."""
+    """Turn expected failures into one status line and a documented exit code, never a traceback."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
         except BuildLockedError as err:
-            click.echo(f"related: {err}", err=True)
-            sys.exit(EXIT_LOCKED)
+            fail("locked", str(err), EXIT_LOCKED)
         except (RelatedError, ArtifactError) as err:
-            click.echo(f"related: error: {err}", err=True)
-            sys.exit(1)
+            fail("failed", str(err), EXIT_FAILED)
+        except OSError as err:  # the file system refused: missing, unreadable or unwritable paths, disk full
+            fail("failed", describe_os_error(err), EXIT_FAILED)
 
     return wrapper
 
 
-class ArticleShortcutGroup(click.Group):
-    """`related ID` is short for `related show ID`."""
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+
+
+class RelatedGroup(click.Group):
+    """`related ID` is short for `related show ID`; usage errors are one status line too."""
 
     def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
         if args and args[0] not in self.commands and not args[0].startswith("-"):
             return "show", self.commands["show"], args
         return super().resolve_command(ctx, args)
 
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except NO_ARGS_IS_HELP as err:  # plain `related`: the help is what was asked for
+            err.show()
+            sys.exit(err.exit_code)
+        except click.ClickException as err:  # click would print usage, a hint and the error on 4+ lines
+            ctx = getattr(err, "ctx", None)
+            command = "related" if ctx is None or ctx.parent is None else f"related {ctx.info_name}"
+            click.echo(status_line(ctx, "invalid", f"{err.format_message()} (see `{command} --help`)"), err=True)
+            sys.exit(err.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(EXIT_FAILED)
+        sys.exit(code if isinstance(code, int) else 0)
 
-@click.group(cls=ArticleShortcutGroup)
+
+@click.group(cls=RelatedGroup)
 @click.option("-v", "--verbose", is_flag=True, help="Log every stage.")
 @click.version_option(package_name="related-articles")
 def main(verbose: bool) -> None:
@@ -147,15 +194,9 @@ def build(
                 gate=gate, executor=executor,
             )
     except GateRefused as err:
-        click.echo(f"related build: {err}", err=True)
-        click.echo(f"related build: status=refused version={err.version.name} {err.result.summary()}", err=True)
+        click.echo(f"related build: status=refused version={err.version.name} {err.result.summary()} "
+                   f"{structured(error=str(err))}", err=True)
         sys.exit(EXIT_REFUSED)
-    except BuildLockedError as err:
-        click.echo(f"related build: status=locked {structured(error=str(err))}", err=True)
-        raise
-    except (RelatedError, ArtifactError) as err:
-        click.echo(f"related build: status=failed {structured(error=str(err))}", err=True)
-        raise
     if report.rejects:
         click.echo(f"{report.rejects} records rejected; see {data_dir / 'rejects.jsonl'}", err=True)
     line = structured(
@@ -255,20 +296,38 @@ def serve(data_dir: Path, host: str | None, port: int | None, workers: int | Non
     """
     import uvicorn
 
-    overrides = {"RELATED_DATA_DIR": str(data_dir), "RELATED_HOST": host, "RELATED_PORT": port, "RELATED_WORKERS": workers}
-    os.environ.update({k: str(v) for k, v in overrides.items() if v is not None})
+    flags = {"data_dir": data_dir, "host": host, "port": port, "workers": workers}
+    os.environ.update({f"RELATED_{name.upper()}": str(v) for name, v in flags.items() if v is not None})
     from api.metrics import worker_metrics_dir
-    from api.settings import Settings
+    from api.settings import Settings, describe_invalid
     from api.startup import startup_lines
+    from pydantic import ValidationError
 
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as err:
+        fail("invalid", describe_invalid(err, flags={name for name, v in flags.items() if v is not None}), EXIT_INVALID)
+    check_can_listen(settings.host, settings.port)
     for line in startup_lines(settings):
         click.echo(line, err=True)
     with worker_metrics_dir(settings.workers):
         uvicorn.run(
             "api.app:create_app", factory=True, host=settings.host, port=settings.port,
             workers=settings.workers, log_level="info", access_log=False,
+            http="api.http_protocol:BoundedHeadProtocol", h11_max_incomplete_event_size=settings.max_header_bytes,
+            timeout_keep_alive=settings.keep_alive_seconds,
         )
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Bind once before uvicorn does: a taken port or unknown host is then one status line, not a log dump."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as err:
+        raise RelatedError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
 
 
 @main.command()
@@ -356,17 +415,10 @@ def sync(source: str, data_dir: Path, config_path: Path | None, query: str | Non
 
 
 def apply_changes(command: str, changes: Callable[[], Any], data_dir: Path, config: PipelineConfig | None) -> None:
-    """Run an update (`update`, `sync`) and print its status line; errors get a status line too."""
+    """Run an update (`update`, `sync`) and print its status line (errors: the one line of user_errors)."""
     from recommender.pipeline.update import update as run_update
 
-    try:
-        report = run_update(changes(), data_dir, build_config=config.build if config else None)
-    except BuildLockedError as err:
-        click.echo(f"related {command}: status=locked {structured(error=str(err))}", err=True)
-        raise
-    except (RelatedError, ArtifactError) as err:
-        click.echo(f"related {command}: status=failed {structured(error=str(err))}", err=True)
-        raise
+    report = run_update(changes(), data_dir, build_config=config.build if config else None)
     for reason in report.rebuild_reasons:
         click.echo(f"related {command}: full rebuild recommended: {reason}", err=True)
     click.echo(f"related {command}: {report.summary()}", err=True)

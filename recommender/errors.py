@@ -15,3 +15,14 @@ class SourceError(RelatedError):
 
 class ArticleNotFoundError(RelatedError):
     """The requested article id is not in the loaded index version (or was deleted)."""
+
+
+class RejectedRecords(RelatedError):
+    """Records of a source were rejected and the caller's limit on rejects refuses the whole source.
+
+    `rejects` holds each one (pipeline.articles.Reject: line, id, reason), for a caller to show them all.
+    """
+
+    def __init__(self, message: str, rejects: list) -> None:
+        super().__init__(message)
+        self.rejects = rejects

@@ -524,11 +524,49 @@ def test_posted_article_is_served_in_its_story_lists_when_the_call_returns(tmp_p
         assert "budget-1" not in ids(related(c, "budget-0", limit=10))
         again = c.post("/v1/admin/articles", content=json.dumps(new) + "\n", headers=auth).json()
         assert again["status"] == "unchanged" and again["unchanged"] == 1 and again["version"] == result["version"]
-        bad = error(c.post("/v1/admin/articles", content="{not json\n" + body, headers=auth), 422, "invalid_update")
-        assert "line 1: invalid JSON" in bad["message"]
+        bad = error(c.post("/v1/admin/articles?atomic=true", content="{not json\n" + body, headers=auth),
+                    422, "invalid_update")
+        assert "line 1: Invalid JSON" in bad["message"] and [r["line"] for r in bad["rejected"]] == [1]
         resent = "".join(json.dumps(a) + "\n" for a in make_corpus(now)[16:26])  # cup stories, untouched
         mostly_fine = c.post("/v1/admin/articles", content=resent + '{"id": "x", "title": 5}\n', headers=auth).json()
         assert mostly_fine["unchanged"] == 10 and [(r["line"], r["id"]) for r in mostly_fine["rejected"]] == [(11, "x")]
+
+
+def test_publish_hook_applies_good_lines_and_names_each_bad_one(tmp_path, now):
+    data_dir = tmp_path / "data"
+    build_index(data_dir, now=now)
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    flood = make_corpus(now)[1]
+    good = flood | {"id": "flood-new", "title": "Harbour flood pumps (new)"}
+    bad_lines = ['{"title": "no id here"}', '{"id": "t", "title": 5}', "not json", '{"id": "e", "title": "<p> </p>"}',
+                 '{"id": "d", "title": "x", "published": "yesterday"}']
+    with serve(data_dir) as c:
+        ready(c)
+        atomic = c.post("/v1/admin/articles?atomic=true", content="\n".join([json.dumps(good), *bad_lines]),
+                        headers=auth | {"Content-Type": "application/x-ndjson"})
+        refused = error(atomic, 422, "invalid_update")
+        assert [r["line"] for r in refused["rejected"]] == [2, 3, 4, 5, 6]
+        assert "related-update-" not in atomic.text and "/tmp" not in atomic.text  # no temporary file path
+        error(related(c, "flood-new"), 404, "article_not_found")  # all or nothing: nothing applied
+
+        partial = c.post("/v1/admin/articles", content="\n".join([json.dumps(good), *bad_lines]) + "\n",
+                         headers=auth | {"Content-Type": "application/x-ndjson"})
+        assert partial.status_code == 200, partial.text
+        result = partial.json()
+        assert result["added"] == 1 and ids(related(c, "flood-new"))
+        reasons = {r["line"]: (r["id"], r["reason"]) for r in result["rejected"]}
+        assert set(reasons) == {2, 3, 4, 5, 6}
+        assert reasons[2][0] is None and "id" in reasons[2][1]
+        assert reasons[3] == ("t", "title: Input should be a valid string")
+        assert "JSON" in reasons[4][1] and "visible text" in reasons[5][1] and "RFC 3339" in reasons[6][1]
+
+        one = c.post("/v1/admin/articles", json=flood | {"id": "flood-json", "title": "Harbour flood (json)"}, headers=auth)
+        assert one.status_code == 200 and one.json()["added"] == 1, one.text
+        only_bad = error(c.post("/v1/admin/articles", json={"id": "x"}, headers=auth), 422, "invalid_update")
+        assert only_bad["rejected"] == [{"line": 1, "id": "x", "reason": only_bad["rejected"][0]["reason"]}]
+        error(c.post("/v1/admin/articles", content=b"", headers=auth), 422, "invalid_update")
+        error(c.post("/v1/admin/articles", content=b"{", headers=auth | {"Content-Type": "application/json"}),
+              422, "invalid_json")
 
 
 def test_posted_update_while_a_build_holds_the_lock_is_409(tmp_path, now):

@@ -25,11 +25,13 @@ def run(*args: str):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
-def assert_readable_failure(result, message: str) -> None:
-    assert result.exit_code == 1
-    assert "Traceback" not in result.output
-    errors = [line for line in result.stderr.splitlines() if line.startswith("related: error:")]
-    assert len(errors) == 1 and message in errors[0]
+def assert_readable_failure(result, message: str, *, status: str = "failed", exit_code: int = 1) -> None:
+    """One line on stderr, `related COMMAND: status=... error="..."`, nothing on stdout, no traceback."""
+    assert result.exit_code == exit_code, (result.exit_code, result.output, result.exception)
+    assert isinstance(result.exception, SystemExit) and "Traceback" not in result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and re.match(rf"related [a-z]+: status={status} .*error=", lines[0]), lines
+    assert message in lines[0], lines[0]
     assert result.stdout == ""
 
 
@@ -64,8 +66,7 @@ def test_second_build_of_the_same_input_is_unchanged(built):
 
 def test_build_with_missing_source_fails_readably(tmp_path):
     result = run("build", "--source", tmp_path / "missing.jsonl", "--data-dir", tmp_path / "data")
-    assert_readable_failure(result, "source file not found")
-    assert 'status=failed error="source file not found' in result.stderr
+    assert_readable_failure(result, 'status=failed error="source file not found')
 
 
 def test_build_with_a_bad_config_fails_readably(tmp_path, built):

@@ -2,17 +2,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import tempfile
+from functools import partial
 from pathlib import Path
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
+from pydantic import ValidationError
 
 from api.deps import AdminDep, HolderDep
 from api.errors import ApiError
-from api.schemas import ErrorResponse, RejectedRecord, ReloadResult, UpdateResult
+from api.schemas import ErrorResponse, PublishedArticle, RejectedRecord, ReloadResult, UpdateResult
 from index.errors import ArtifactError, BuildLockedError, NoIndexError
-from recommender.errors import RelatedError
+from recommender.errors import RejectedRecords, RelatedError
 
 log = logging.getLogger("related.api")
 
@@ -22,14 +26,20 @@ ADMIN_ERRORS: dict[int | str, dict] = {
     403: {"model": ErrorResponse, "description": "`forbidden`: wrong token"},
     404: {"model": ErrorResponse, "description": "`not_found`: admin endpoints disabled"},
 }
+RECORD_SCHEMA = PublishedArticle.model_json_schema()
 UPDATE_BODY = {
     "required": True,
-    "content": {"application/x-ndjson": {
-        "schema": {"type": "string"},
-        "example": '{"id": "a-124", "title": "Harbour reopens", "body": "...", "lang": "en", '
-                   '"published": "2026-01-02T08:00:00Z"}\n{"id": "a-99", "deleted": true}\n',
-    }},
+    "content": {
+        "application/x-ndjson": {
+            # One record per line; described as the array of the lines' records, so that tools can generate it.
+            # No examples here: a tool without a JSON Lines serializer would fail on them (see the description).
+            "schema": {"type": "array", "minItems": 1,
+                       "items": {key: value for key, value in RECORD_SCHEMA.items() if key != "examples"}},
+        },
+        "application/json": {"schema": RECORD_SCHEMA},
+    },
 }
+JSON_MEDIA_TYPE = "application/json"
 
 
 @router.post(
@@ -61,40 +71,59 @@ async def reload(_: AdminDep, holder: HolderDep) -> ReloadResult:
     response_model=UpdateResult,
     summary="Add, replace or delete articles now (a CMS publish hook)",
     description=(
-        "The body is JSON Lines in the format of `related update --source` (one article per line; "
-        "`{\"id\": …, \"deleted\": true}` deletes). Runs the same update in this process, where the "
-        "index is already loaded, then swaps the new version in before answering: the next request "
-        "of this process sees it, other workers at their next check of `current`. Malformed lines are "
-        "skipped and listed in `rejected`; the rest is applied. For large batches use the CLI from cron. "
-        "Requires `Authorization: Bearer $RELATED_ADMIN_TOKEN`; 404 when no token is configured."
+        "The body is one article as JSON, or JSON Lines in the format of `related update --source` (one record "
+        "per line, `application/x-ndjson`, described below as the array of the lines' records); "
+        "`{\"id\": …, \"deleted\": true}` deletes:\n\n"
+        "    {\"id\": \"a-124\", \"title\": \"Harbour reopens\", \"lang\": \"en\", \"published\": \"2026-01-02T08:00:00Z\"}\n"
+        "    {\"id\": \"a-99\", \"deleted\": true}\n\n"
+        "Runs the same update in "
+        "this process, where the index is already loaded, then swaps the new version in before answering: the "
+        "next request of this process sees it, other workers at their next check of `current`.\n\n"
+        "Records that cannot be applied are listed in `rejected` with their line and reason, and the others are "
+        "applied; with `atomic=true` one rejected record refuses them all (422, nothing applied). A body with no "
+        "record that can be applied is refused (422 `invalid_update`, naming each line and why). For large "
+        "batches use the CLI from cron. Requires `Authorization: Bearer $RELATED_ADMIN_TOKEN`; 404 when no "
+        "token is configured."
     ),
     openapi_extra={"requestBody": UPDATE_BODY},
     responses={
         **ADMIN_ERRORS,
         409: {"model": ErrorResponse, "description": "`update_in_progress`: a build or update holds the lock; retry"},
-        422: {"model": ErrorResponse, "description": "`invalid_update`: no valid record, or too many rejects"},
+        413: {"model": ErrorResponse, "description": "`payload_too_large`: over `RELATED_MAX_BODY_BYTES`"},
+        422: {"model": ErrorResponse, "description": "`invalid_update` (with `rejected`: line, id, reason of each "
+                                                     "record refused) or `invalid_json`"},
         500: {"model": ErrorResponse, "description": "`update_failed`: the current version could not be extended"},
         503: {"model": ErrorResponse, "description": "`no_index`: nothing built yet"},
     },
 )
-async def apply_articles(_: AdminDep, holder: HolderDep, request: Request) -> UpdateResult:
+async def apply_articles(
+    _: AdminDep, holder: HolderDep, request: Request,
+    atomic: Annotated[bool, Query(description="All or nothing: refuse every record (422) if one is rejected.")] = False,
+) -> UpdateResult:
     from recommender.pipeline.update import update
 
-    body = await request.body()
-    # The update reads a file (line numbers in rejects, the source recorded in the manifest).
+    lines, rejected = checked_records(await request.body(), request.headers.get("content-type", ""))
+    if rejected and (atomic or not any(lines)):
+        raise invalid_update(rejected, atomic=atomic)
+    # The update reads a file (line numbers in rejects, the source recorded in the manifest). Lines the
+    # API refused stay in it as blank lines, so the update's line numbers are the body's.
     with tempfile.NamedTemporaryFile(prefix="related-update-", suffix=".jsonl") as source:
-        source.write(body)
+        source.write("\n".join(lines).encode("utf-8", "surrogatepass") + b"\n")
         source.flush()
         try:
             report = await asyncio.get_running_loop().run_in_executor(
-                request.app.state.updater, update, Path(source.name), holder.data_dir
+                request.app.state.updater,
+                partial(update, Path(source.name), holder.data_dir, max_reject_share=0.0 if atomic else 1.0),
             )
         except BuildLockedError as err:
             raise ApiError(409, "update_in_progress", str(err), headers={"Retry-After": "5"}) from None
         except NoIndexError as err:
             raise ApiError(503, "no_index", str(err), headers={"Retry-After": "5"}) from None
+        except RejectedRecords as err:
+            raise invalid_update(sorted(rejected + [r.to_json() for r in err.rejects], key=line_of),
+                                 atomic=atomic) from None
         except RelatedError as err:
-            raise ApiError(422, "invalid_update", str(err)) from None
+            raise ApiError(422, "invalid_update", str(err).replace(source.name, "the request body")) from None
         except ArtifactError as err:
             log.error("update refused: %s", err)
             raise ApiError(500, "update_failed", str(err)) from None
@@ -113,7 +142,68 @@ async def apply_articles(_: AdminDep, holder: HolderDep, request: Request) -> Up
         not_found=report.not_found,
         refreshed=report.refreshed,
         refilled=report.refilled,
-        rejected=[RejectedRecord(**r.to_json()) for r in report.rejected],
+        rejected=[RejectedRecord(**r) for r in sorted(rejected + [r.to_json() for r in report.rejected], key=line_of)],
         rebuild_recommended=report.rebuild_reasons,
         seconds=round(report.seconds, 3),
     )
+
+
+def line_of(reject: dict[str, Any]) -> int:
+    return reject["line"]
+
+
+def checked_records(body: bytes, content_type: str) -> tuple[list[str], list[dict[str, Any]]]:
+    """The body's records as update lines (a refused or superseded one as a blank line, keeping line
+    numbers), and the refused ones with their line and reason. JSON: one record; anything else: JSON Lines."""
+    if content_type.split(";")[0].strip().lower() == JSON_MEDIA_TYPE:
+        try:
+            texts = [json.dumps(json.loads(body), ensure_ascii=False)]
+        except ValueError:
+            raise ApiError(422, "invalid_json", "request body is not valid JSON", extra={"parameter": "body"}) from None
+    else:
+        texts = body.decode("utf-8", "replace").split("\n")
+        while texts and not texts[-1].strip():
+            texts.pop()
+    if not any(text.strip() for text in texts):
+        raise ApiError(422, "invalid_update", "the body holds no record: send one article as JSON, or JSON Lines",
+                       extra={"rejected": []})
+    lines, rejected, line_of_id = [], [], {}
+    for number, text in enumerate(texts, 1):
+        if not text.strip():
+            lines.append("")
+            continue
+        try:
+            record = PublishedArticle.model_validate_json(text)
+        except ValidationError as err:
+            lines.append("")
+            rejected.append({"line": number, "id": record_id(text), "reason": describe(err)})
+            continue
+        if record.id in line_of_id:  # a repeated id: the last line wins, as in update files
+            lines[line_of_id[record.id] - 1] = ""
+        line_of_id[record.id] = number
+        lines.append(json.dumps(record.record(), ensure_ascii=False))
+    return lines, rejected
+
+
+def record_id(text: str) -> str | None:
+    try:
+        value = json.loads(text).get("id")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def describe(err: ValidationError) -> str:
+    """`title: Input should be a valid string; id: Field required` (pydantic's, one line)."""
+    parts = []
+    for problem in err.errors():
+        where = ".".join(str(part) for part in problem["loc"])
+        message = problem["msg"].removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
+
+
+def invalid_update(rejected: list[dict[str, Any]], *, atomic: bool) -> ApiError:
+    lines = "; ".join(f"line {r['line']}: {r['reason']}" for r in rejected[:20])
+    refused = "one or more records were rejected (atomic=true)" if atomic else "no record could be applied"
+    return ApiError(422, "invalid_update", f"{refused}, nothing applied: {lines}", extra={"rejected": rejected})

@@ -72,7 +72,7 @@ from recommender.pipeline.articles import Ingested, Reject
 from recommender.pipeline.build import article_rows, documents, library_versions
 from recommender.policy.catalog import FILES as CATALOG_FILES, STRINGS, ArticleColumns, Catalog, item_fragment, language_counts
 from recommender.config import BuildConfig, PipelineConfig, PolicyConfig
-from recommender.errors import RelatedError
+from recommender.errors import RejectedRecords, RelatedError
 from recommender.policy.served import precomputable, served_lists
 from recommender.pipeline.stages import Stage
 from recommender.pipeline.changes import Changes, changes_of
@@ -602,15 +602,16 @@ def ingest(run: UpdateRun) -> None:
     run.report.records, run.report.rejects, run.report.rejected = ingested.records, len(ingested.rejects), ingested.rejects
     for reject in ingested.rejects[:20]:
         log.warning("rejected line %s (id=%s): %s", reject.line, reject.id, reject.reason)
+    first = "; ".join(f"line {r.line}: {r.reason}" for r in ingested.rejects[:3])
     if ingested.records and not ingested.articles and not ingested.deletions:
         where = run.changes.describe().get("path") or run.changes.describe().get("url")
-        raise RelatedError(f"no valid record in {where}: {ingested.records} records, all rejected")
+        raise RejectedRecords(f"no valid record in {where}: {ingested.records} records, all rejected ({first})",
+                              ingested.rejects)
     share = len(ingested.rejects) / max(1, ingested.records)
     if share > run.build_config.max_reject_share:
-        raise RelatedError(
+        raise RejectedRecords(
             f"{len(ingested.rejects)} of {ingested.records} update records rejected ({share:.0%}), more than "
-            f"build.max_reject_share={run.build_config.max_reject_share:.0%} (first: "
-            + "; ".join(f"line {r.line}: {r.reason}" for r in ingested.rejects[:3]) + ")"
+            f"build.max_reject_share={run.build_config.max_reject_share:.0%} (first: {first})", ingested.rejects,
         )
 
 
@@ -881,18 +882,24 @@ STAGES = (
 
 def update(
     source: Path | str | Changes, data_dir: Path, *, build_config: BuildConfig | None = None, progress: bool = False,
+    max_reject_share: float | None = None,
 ) -> UpdateReport:
     """Apply an update file (or a database's rows, see changes.py) to the current version and
     publish the result. Holds the build lock.
 
     `build_config` (keep, drift thresholds) defaults to the current version's; the text, index
     and neighbour settings always come from the current version, whose vocabulary is reused.
+    `max_reject_share` overrides build.max_reject_share, the share of rejected records that
+    refuses the whole file (RejectedRecords): a bulk file that bad is probably the wrong file, while
+    a CMS posting one article at a time wants the good ones applied (1.0) or all-or-nothing (0.0).
     """
     started = time.perf_counter()
     changes = changes_of(source) if isinstance(source, (str, Path)) else source
     data_dir = Path(data_dir)
     with build_lock(data_dir):
         run = open_parent(changes, data_dir, build_config)
+        if max_reject_share is not None:
+            run.build_config = run.build_config.model_copy(update={"max_reject_share": max_reject_share})
         report = run.report
         for stage in STAGES:
             stage.timed(run, run.stages, log)

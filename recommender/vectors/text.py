@@ -27,12 +27,14 @@ _BLOCK_TAG = re.compile(
 # zero-width and bidi marks, soft hyphen, BOM, tag characters, lone surrogates (JSON "\ud800" escapes
 # produce them and they cannot be written as UTF-8). Hard-coded because scanning the Unicode database at
 # import takes ~0.2 s; tests/test_text.py checks it still covers the running Python's database.
-_INVISIBLE_CHARS = re.compile(
-    "[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e"
-    "\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ud800-\udfff\ufeff\ufff9-\ufffb"
-    "\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
-    "\U000e0001\U000e0020-\U000e007f]"
+# As regex source (escapes, no literal characters), so JSON Schema patterns can embed it (api/schemas.py).
+INVISIBLE_CLASS = (
+    r"\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e"
+    r"\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
+    r"\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    r"\U000e0001\U000e0020-\U000e007f"
 )
+_INVISIBLE_CHARS = re.compile(f"[{INVISIBLE_CLASS}\ud800-\udfff]")
 
 
 def html_to_text(raw: str, *, keep_script_text: bool = False) -> str:
