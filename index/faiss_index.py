@@ -172,6 +172,7 @@ def _centred_cells(sample: np.ndarray, mean: np.ndarray, nlist: int) -> faiss.In
     quantizer = faiss.IndexFlatIP(sample.shape[1])
     clustering = faiss.Clustering(sample.shape[1], nlist)
     clustering.spherical = True
+    clustering.niter = 10  # what faiss's IndexIVF trains its cells with
     clustering.seed = 1234
     clustering.train(_centred(sample, mean), quantizer)
     return quantizer
