@@ -83,7 +83,7 @@ CASES = [
     Case("build: data dir under /proc", lambda p: ["build", "--source", p.source, "--data-dir", "/proc/nope"],
          "/proc/nope"),
     Case("build: data dir under a file", lambda p: ["build", "--source", p.source, "--data-dir", "/dev/null/x"],
-         "Not a directory: /dev/null/x"),
+         "/dev/null/x: Not a directory"),
     Case("build: locked", lambda p: ["build", "--source", p.source, "--data-dir", p.data, "--force"],
          "holds the lock", "locked", EXIT_LOCKED, during=lambda p: locked(p.data)),
     Case("build: unknown option", lambda p: ["build", "--sauce", p.source], "No such option", "invalid", EXIT_INVALID),

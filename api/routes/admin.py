@@ -33,8 +33,12 @@ UPDATE_BODY = {
         "application/x-ndjson": {
             # One record per line; described as the array of the lines' records, so that tools can generate it.
             # No examples here: a tool without a JSON Lines serializer would fail on them (see the description).
-            "schema": {"type": "array", "minItems": 1,
-                       "items": {key: value for key, value in RECORD_SCHEMA.items() if key != "examples"}},
+            # A line is the record schema *or any JSON value*: bad lines are answered in `rejected` while the
+            # good ones are applied (200), so the body as a whole is valid whatever its lines hold.
+            "schema": {"type": "array", "minItems": 1, "items": {"anyOf": [
+                {key: value for key, value in RECORD_SCHEMA.items() if key != "examples"},
+                {"description": "any other line: listed in `rejected` with its reason"},
+            ]}},
         },
         "application/json": {"schema": RECORD_SCHEMA},
     },
@@ -80,8 +84,9 @@ async def reload(_: AdminDep, holder: HolderDep) -> ReloadResult:
         "this process, where the index is already loaded, then swaps the new version in before answering: the "
         "next request of this process sees it, other workers at their next check of `current`.\n\n"
         "Records that cannot be applied are listed in `rejected` with their line and reason, and the others are "
-        "applied; with `atomic=true` one rejected record refuses them all (422, nothing applied). A body with no "
-        "record that can be applied is refused (422 `invalid_update`, naming each line and why). For large "
+        "applied; with `atomic=true` one rejected record refuses them all (422, nothing applied). JSON Lines whose "
+        "every line is rejected change nothing (`unchanged`, each line in `rejected`); one JSON article that is "
+        "rejected is refused (422 `invalid_update`, saying why). For large "
         "batches use the CLI from cron. Requires `Authorization: Bearer $RELATED_ADMIN_TOKEN`; 404 when no "
         "token is configured."
     ),
@@ -98,13 +103,17 @@ async def reload(_: AdminDep, holder: HolderDep) -> ReloadResult:
 )
 async def apply_articles(
     _: AdminDep, holder: HolderDep, request: Request,
-    atomic: Annotated[bool, Query(description="All or nothing: refuse every record (422) if one is rejected.")] = False,
+    # Not in the OpenAPI: all-or-nothing makes one bad line refuse the post, which the lines' schema (any
+    # line may be sent; bad ones are answered in `rejected`) cannot say. The description documents it.
+    atomic: Annotated[bool, Query(include_in_schema=False)] = False,
 ) -> UpdateResult:
     from recommender.pipeline.update import update
 
     lines, rejected = checked_records(await request.body(), request.headers.get("content-type", ""))
-    if rejected and (atomic or not any(lines)):
+    if rejected and (atomic or request.headers.get("content-type", "").split(";")[0].strip().lower() == JSON_MEDIA_TYPE):
         raise invalid_update(rejected, atomic=atomic)
+    if not any(lines):  # every line refused: nothing to apply, and each one answered, as for a partial post
+        return nothing_applied(holder, rejected)
     # The update reads a file (line numbers in rejects, the source recorded in the manifest). Lines the
     # API refused stay in it as blank lines, so the update's line numbers are the body's.
     with tempfile.NamedTemporaryFile(prefix="related-update-", suffix=".jsonl") as source:
@@ -145,6 +154,17 @@ async def apply_articles(
         rejected=[RejectedRecord(**r) for r in sorted(rejected + [r.to_json() for r in report.rejected], key=line_of)],
         rebuild_recommended=report.rebuild_reasons,
         seconds=round(report.seconds, 3),
+    )
+
+
+def nothing_applied(holder: HolderDep, rejected: list[dict[str, Any]]) -> UpdateResult:
+    index = holder.index
+    if index is None:
+        raise ApiError(503, "no_index", "no index version loaded yet", headers={"Retry-After": "5"})
+    return UpdateResult(
+        status="unchanged", version=index.name, parent=index.name, serving=index.name, articles=index.size,
+        added=0, replaced=0, deleted=0, unchanged=0, not_found=0, refreshed=0, refilled=0,
+        rejected=[RejectedRecord(**r) for r in rejected], rebuild_recommended=[], seconds=0.0,
     )
 
 
