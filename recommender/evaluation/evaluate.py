@@ -414,7 +414,6 @@ def evaluate_system(
     progress: Callable[[str], None] | None = None,
 ) -> SystemResult:
     ranked: dict[str, Ranked] = {}
-    sidebars: dict[str, Ranked] = {}
     latencies: list[float] = []
     for qid in judgments.queries:
         started = time.perf_counter()
@@ -422,15 +421,11 @@ def evaluate_system(
         latencies.append(time.perf_counter() - started)
         seen = {d for d, _ in served}
         deep = [(d, s) for d, s in system.related(qid, DEEP) if d not in seen]
-        sidebars[qid] = served
         ranked[qid] = (served + deep)[:DEEP]
     run = trec.ranked_to_run(ranked)
-    # Every measure judges the sidebar as served (a list the floor shortened stays short), except
-    # R@100, which needs the deeper list: deep items must not move up into the top 10.
-    values = m.per_query(judgments.qrels, trec.ranked_to_run(sidebars), judgments.level, judgments.queries)
-    values["R@100"] = m.per_query(judgments.qrels, run, judgments.level, judgments.queries)["R@100"]
-    values[m.NOVELTY], duplicates = novelty(sidebars, judgments, copies, ideal)
-    lists = [[row_of[d] for d, _ in sidebars[q]] for q in judgments.queries]
+    values = m.per_query(judgments.qrels, run, judgments.level, judgments.queries)
+    values[m.NOVELTY], duplicates = novelty(ranked, judgments, copies, ideal)
+    lists = [[row_of[d] for d, _ in ranked[q][:SERVED]] for q in judgments.queries]
     vectors = reference.vectors_
     beyond = {
         "catalog_coverage": m.catalog_coverage(lists, len(row_of)),
