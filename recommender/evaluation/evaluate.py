@@ -419,6 +419,9 @@ def evaluate_system(
         started = time.perf_counter()
         served = system.related(qid, SERVED)
         latencies.append(time.perf_counter() - started)
+        if len(served) < SERVED:  # the floor (or the corpus) ended the list: nothing ranks below it
+            ranked[qid] = served
+            continue
         seen = {d for d, _ in served}
         deep = [(d, s) for d, s in system.related(qid, DEEP) if d not in seen]
         ranked[qid] = (served + deep)[:DEEP]
