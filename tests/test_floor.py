@@ -1,20 +1,13 @@
 """The relevance floor (`min_score`) and `fill=latest`: no padding with strangers unless asked, and then marked."""
 from __future__ import annotations
 
-import time
-import warnings
 
 import pytest
 
 from recommender.policy.ranking import RelatedQuery
 from recommender.related import RelatedIndex
 from tests.corpora import build_records, day, newsroom, record
-
-warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
-from fastapi.testclient import TestClient  # noqa: E402
-
-from api.app import create_app  # noqa: E402
-from api.settings import Settings  # noqa: E402
+from tests.test_api import ready, serve
 
 # English local news with nothing in common with the flood story (or each other): the section's newest.
 LOCAL = [
@@ -88,12 +81,8 @@ def test_fill_is_opt_in_and_off_for_full_lists(index):
 # -- API ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def client(index):
-    settings = Settings(data_dir=index.version.path.parents[1], reload_check_seconds=3600)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
-        deadline = time.monotonic() + 60  # the first load compiles the numba kernels
-        while c.get("/readyz").status_code != 200 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        yield c
+    with serve(index.version.path.parents[1]) as c:
+        yield ready(c)
 
 
 def test_api_min_score_and_fill(client):

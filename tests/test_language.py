@@ -3,8 +3,6 @@ length floor, the corpus majority as default, `any` for a thin language, one 422
 from __future__ import annotations
 
 import random
-import time
-import warnings
 
 import pytest
 
@@ -13,12 +11,7 @@ from recommender.policy.ranking import RelatedQuery
 from recommender.related import RelatedIndex
 from recommender.vectors.language import LanguageDetector, assign_languages, detect_language, majority
 from tests.corpora import build_records, record
-
-warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
-from fastapi.testclient import TestClient  # noqa: E402
-
-from api.app import create_app  # noqa: E402
-from api.settings import Settings  # noqa: E402
+from tests.test_api import ready, serve
 
 # story -> (language, words of the story); English has the most stories, so it is the corpus majority.
 STORIES = {
@@ -170,12 +163,8 @@ def test_an_update_detects_among_the_index_languages(tmp_path):
 # -- API: one behaviour for unknown codes ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def client(multilingual):
-    settings = Settings(data_dir=multilingual.version.path.parents[1], reload_check_seconds=3600)
-    with TestClient(create_app(settings), raise_server_exceptions=False) as c:
-        deadline = time.monotonic() + 60  # the first load compiles the numba kernels
-        while c.get("/readyz").status_code != 200 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        yield c
+    with serve(multilingual.version.path.parents[1]) as c:
+        yield ready(c)
 
 
 def test_unknown_language_is_the_same_422_in_get_and_drafts(client):

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +20,7 @@ from prometheus_client.samples import Sample
 from api.app import create_app
 from api.metrics import MULTIPROC_ENV, forget_dead_workers, worker_metrics_dir
 from api.settings import Settings
+from tests.live_server import free_port, stop
 from index.artifacts import current_version
 from recommender.cli import main
 from tests.corpora import DEMO_ARTICLES
@@ -36,12 +35,6 @@ def build(data_dir: Path, *flags: str) -> str:
     result = CliRunner().invoke(main, ["build", "--source", str(DEMO_ARTICLES), "--data-dir", str(data_dir), *flags])
     assert result.exit_code == 0, result.output
     return current_version(data_dir).name
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def scrape(base: str) -> list[Sample]:
@@ -105,12 +98,7 @@ def server(tmp_path_factory) -> Iterator[tuple[str, Path, Path]]:
         wait_for_metrics(base, lambda samples: value(samples, "related_index_ready") == 1, log)
         yield base, data_dir, tmp
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop(process)
 
 
 def test_scrapes_show_the_requests_of_both_workers(server):

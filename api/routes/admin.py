@@ -110,7 +110,7 @@ async def apply_articles(
     from recommender.pipeline.update import update
 
     lines, rejected = checked_records(await request.body(), request.headers.get("content-type", ""))
-    if rejected and (atomic or request.headers.get("content-type", "").split(";")[0].strip().lower() == JSON_MEDIA_TYPE):
+    if rejected and (atomic or is_json(request.headers.get("content-type", ""))):
         raise invalid_update(rejected, atomic=atomic)
     if not any(lines):  # every line refused: nothing to apply, and each one answered, as for a partial post
         return nothing_applied(holder, rejected)
@@ -168,6 +168,11 @@ def nothing_applied(holder: HolderDep, rejected: list[dict[str, Any]]) -> Update
     )
 
 
+def is_json(content_type: str) -> bool:
+    """One article as JSON (anything else is read as JSON Lines)."""
+    return content_type.split(";")[0].strip().lower() == JSON_MEDIA_TYPE
+
+
 def line_of(reject: dict[str, Any]) -> int:
     return reject["line"]
 
@@ -175,7 +180,7 @@ def line_of(reject: dict[str, Any]) -> int:
 def checked_records(body: bytes, content_type: str) -> tuple[list[str], list[dict[str, Any]]]:
     """The body's records as update lines (a refused or superseded one as a blank line, keeping line
     numbers), and the refused ones with their line and reason. JSON: one record; anything else: JSON Lines."""
-    if content_type.split(";")[0].strip().lower() == JSON_MEDIA_TYPE:
+    if is_json(content_type):
         try:
             texts = [json.dumps(json.loads(body), ensure_ascii=False)]
         except ValueError:
