@@ -42,6 +42,7 @@ class NeighbourParams:
     rare_candidates: int = 0  # extra candidates sharing a query's rarest terms (0 = FAISS only)
     rare_terms: int = 8  # query terms used to find them
     rare_max_df: float = 0.01  # only terms in at most this share of articles
+    second_pass_share: float = 0.34  # best share of the first pass's candidates re-scored by the second
     batch_size: int = 512
 
 
@@ -165,7 +166,10 @@ def first_pass(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Candidates [n, c] (FAISS, plus rare-term ones) with dense and blended first-pass scores."""
     c = min(width + 1, corpus.index.ntotal)
-    exact = corpus.dense if corpus.rerank else None
+    # A lossy index's scores are re-scored exactly, unless that changes nothing: with no wider
+    # shortlist the candidates stay the same, and their dense scores are not blended in.
+    rescored = corpus.rerank > 1 or (corpus.rerank == 1 and params.sparse_weight < 1.0)
+    exact = corpus.dense if rescored else None
     dense_scores, ids = search(corpus.index, queries.dense, c, vectors=exact, rerank=max(1, corpus.rerank))
     if params.rare_candidates > 0 and corpus.dense is not None:
         extra = rare_term_candidates(corpus, queries, params)
@@ -179,7 +183,27 @@ def first_pass(
         ids = np.where((ids >= 0) & corpus.alive[np.maximum(ids, 0)], ids, MISSING)
     if queries.self_ids is not None:
         ids = np.where(ids == queries.self_ids[:, None], MISSING, ids)
-    return ids.astype(np.int64), dense_scores, blend(queries, corpus, params, ids, dense_scores, queries.sparse, corpus.sparse)
+    first = blend(queries, corpus, params, ids, dense_scores, queries.sparse, corpus.sparse)
+    return shortlist(ids.astype(np.int64), dense_scores, first, params.second_pass_share)
+
+
+def shortlist(
+    ids: np.ndarray, dense: np.ndarray, first: np.ndarray, share: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The best `share` of each row's candidates by first-pass score, best first.
+
+    The second pass costs as much per candidate as the first (a sparse dot product of rows twice
+    as long) and the build keeps every article's candidates between the passes, so candidates
+    far down the first pass, which the feedback rarely lifts into the top k, cost time and memory.
+    """
+    width = ids.shape[1]
+    keep = min(width, max(1, int(np.ceil(share * width))))
+    if keep == width:
+        return ids, dense, first
+    order = np.argpartition(-first, keep - 1, axis=1)[:, :keep]
+    order = np.take_along_axis(order, np.argsort(-np.take_along_axis(first, order, axis=1), axis=1, kind="stable"), axis=1)
+    take = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
+    return take(ids), take(dense), take(first)
 
 
 def rescore(

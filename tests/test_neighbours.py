@@ -13,7 +13,7 @@ from sklearn.preprocessing import normalize
 
 from index.neighbours import (
     DAY, MISSING, UNKNOWN_PROXIMITY, Corpus, NeighbourParams, Queries, build_neighbours, expand, prune_rows,
-    query_neighbours, top_k,
+    query_neighbours, shortlist, top_k,
 )
 from index.sparse_kernels import blended_dots, mix_rows
 
@@ -202,6 +202,27 @@ def test_a_lossy_index_gives_the_exact_lists_once_re_scored():
     assert not np.array_equal(coded_ids, exact_ids)  # PQ scores alone reorder the lists
     np.testing.assert_array_equal(ids, exact_ids)
     np.testing.assert_allclose(scores, exact_scores, atol=1e-6)
+
+
+def test_shortlist_keeps_the_best_share_best_first():
+    ids = np.array([[4, 7, MISSING, 9, 2, 5]])
+    first = np.array([[0.2, 0.9, -np.inf, 0.5, 0.1, 0.7]], dtype=np.float32)
+    dense = first * 2
+    kept_ids, kept_dense, kept_first = shortlist(ids, dense, first, 0.5)
+    assert kept_ids.tolist() == [[7, 5, 9]]
+    np.testing.assert_array_equal(kept_first, first[:, [1, 5, 3]])
+    np.testing.assert_array_equal(kept_dense, dense[:, [1, 5, 3]])
+    assert shortlist(ids, dense, first, 1.0)[0] is ids  # the whole list: nothing copied
+
+
+def test_the_second_pass_only_reorders_the_first_pass_best():
+    corpus, dense = random_corpus(5, 120)
+    params = NeighbourParams(k=10, candidates=60, second_pass_share=0.25)
+    queries = Queries(corpus.sparse[:8], dense[:8], corpus.times[:8], np.arange(8))
+    ids, _, _ = query_neighbours(corpus, queries, replace(params, feedback=3))
+    first_ids, _, _ = query_neighbours(corpus, queries, replace(params, feedback=0, k=16))  # ceil(0.25 * 61)
+    for row, best in zip(ids, first_ids):
+        assert set(row[row >= 0].tolist()) <= set(best.tolist())
 
 
 def test_deleted_rows_are_never_candidates():
