@@ -148,6 +148,7 @@ def build_index(vectors: np.ndarray, params: IndexParams) -> faiss.Index:
             index = faiss.IndexIVFScalarQuantizer(
                 quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit_uniform, faiss.METRIC_INNER_PRODUCT
             )
+            index.by_residual = False  # codes of the rows themselves: cells are of centred directions
         else:
             index = faiss.IndexIVFPQ(quantizer, d, nlist, params.pq_m, params.pq_nbits, faiss.METRIC_INNER_PRODUCT)
         index.train(sample)  # the cells are trained: only the codes' scale or PQ codebooks learn here
