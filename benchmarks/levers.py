@@ -14,7 +14,9 @@ Variants are config overrides given as JSON, section by section (repeatable), e.
         --variant '{"policy": {"duplicate_threshold": 0.95}}' --variant '{"text": {"name_weight": 2}}'
 
 A `shared_neighbours` section re-ranks the lists by shared neighbours (benchmarks/shared_neighbours.py,
-a lever measured here but not built into the pipeline): `{"shared_neighbours": {"top": 10, "weight": 0.5}}`.
+a lever measured here but not built into the pipeline): `{"shared_neighbours": {"top": 10, "weight": 0.5}}`;
+a `second_feedback` section adds a second feedback round over the final lists
+(benchmarks/second_feedback.py, likewise): `{"second_feedback": {"neighbours": 7}}`.
 
 Confirm a chosen setting with benchmarks/evaluate_datasets.py (the full `related evaluate`).
 Writes benchmarks/results/levers.json.
@@ -34,8 +36,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import second_feedback  # noqa: E402
 import shared_neighbours  # noqa: E402
-from index.neighbours import build_neighbours  # noqa: E402
+from index.neighbours import Corpus, build_neighbours  # noqa: E402
 from recommender.config import NeighbourConfig, PipelineConfig  # noqa: E402
 from recommender.evaluation import metrics, trec  # noqa: E402
 from recommender.evaluation.evaluate import ideal_novel_gains, novelty  # noqa: E402
@@ -49,13 +52,20 @@ from recommender.related import RelatedIndex  # noqa: E402
 DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
 DATASETS = ("duc2004", "bbc", "10kgnad-test", "reuters21578")
-SHARED = "shared_neighbours"  # a variant's benchmark-only lever: shared_neighbours.rerank's keyword arguments
+# Benchmark-only levers a variant may name, with their functions' keyword arguments:
+SHARED = "shared_neighbours"  # shared_neighbours.rerank
+SECOND = "second_feedback"  # second_feedback.refine
+
+
+def inputs(index: RelatedIndex) -> tuple[Corpus, np.ndarray]:
+    """The version's corpus (without the stored feedback rows) and dense vectors, as the build has them."""
+    corpus = dataclasses.replace(index.corpus, expanded=None, postings=None)
+    return corpus, np.ascontiguousarray(np.asarray(index.dense, dtype=np.float32))
 
 
 def neighbour_lists(index: RelatedIndex, neighbours: NeighbourConfig) -> tuple[np.ndarray, np.ndarray]:
     """Every article's neighbour list when computed with `neighbours`."""
-    corpus = dataclasses.replace(index.corpus, expanded=None, postings=None)
-    dense = np.ascontiguousarray(np.asarray(index.dense, dtype=np.float32))
+    corpus, dense = inputs(index)
     return build_neighbours(corpus, neighbours.params(), dense)
 
 
@@ -108,7 +118,7 @@ def main() -> None:
         rows, cache = [], {}
         for variant in variants:
             started = time.perf_counter()
-            sections = {section: value for section, value in variant.items() if section != SHARED}
+            sections = {section: value for section, value in variant.items() if section not in (SHARED, SECOND)}
             config = PipelineConfig.from_dict(base.model_dump() | {
                 section: getattr(base, section).model_dump() | sections[section] for section in sections})
             index = built(indexes, folder, args.work / dataset, config)
@@ -116,6 +126,9 @@ def main() -> None:
             if key not in cache:
                 cache[key] = neighbour_lists(index, config.neighbours)
             lists = cache[key]
+            if SECOND in variant:
+                corpus, dense = inputs(index)
+                lists = second_feedback.refine(corpus, config.neighbours.params(), dense, *lists, **variant[SECOND])
             if SHARED in variant:
                 lists = shared_neighbours.rerank(*lists, **variant[SHARED])
             ranked = served(index, Policy(config.policy), lists, judgments.queries)
