@@ -1,7 +1,8 @@
 """Quality levers of the neighbour stage and the policy, swept on every labelled dataset without re-vectorizing.
 
 Each dataset is built once with the default config (text analysis, TF-IDF, SVD and FAISS are
-shared by every variant); each variant then recomputes the neighbour lists from that version's
+shared by every variant; a variant with its own [text] or [reduce] settings gets a build of its
+own); each variant then recomputes the neighbour lists from that version's
 stored vectors (`index.neighbours.build_neighbours`, both passes, the build's own code) with its
 `[neighbours]` settings, ranks them through its `[policy]` and scores nDCG@10 and
 novelty_nDCG@10 on the same queries `related evaluate` uses. The default is measured in the same
@@ -10,7 +11,12 @@ run and every variant is reported as a difference from it.
 Variants are config overrides given as JSON, section by section (repeatable), e.g.
 
     python benchmarks/levers.py --variant '{"neighbours": {"time_weight": 0.5}}' \
-        --variant '{"policy": {"duplicate_threshold": 0.95}}'
+        --variant '{"policy": {"duplicate_threshold": 0.95}}' --variant '{"text": {"name_weight": 2}}'
+
+A `shared_neighbours` section re-ranks the lists by shared neighbours (benchmarks/shared_neighbours.py,
+a lever measured here but not built into the pipeline): `{"shared_neighbours": {"top": 10, "weight": 0.5}}`;
+a `second_feedback` section adds a second feedback round over the final lists
+(benchmarks/second_feedback.py, likewise): `{"second_feedback": {"neighbours": 7}}`.
 
 Confirm a chosen setting with benchmarks/evaluate_datasets.py (the full `related evaluate`).
 Writes benchmarks/results/levers.json.
@@ -30,7 +36,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from index.neighbours import build_neighbours  # noqa: E402
+import second_feedback  # noqa: E402
+import shared_neighbours  # noqa: E402
+from index.neighbours import Corpus, build_neighbours  # noqa: E402
 from recommender.config import NeighbourConfig, PipelineConfig  # noqa: E402
 from recommender.evaluation import metrics, trec  # noqa: E402
 from recommender.evaluation.evaluate import ideal_novel_gains, novelty  # noqa: E402
@@ -44,13 +52,36 @@ from recommender.related import RelatedIndex  # noqa: E402
 DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
 DATASETS = ("duc2004", "bbc", "10kgnad-test", "reuters21578")
+# Benchmark-only levers a variant may name, with their functions' keyword arguments:
+SHARED = "shared_neighbours"  # shared_neighbours.rerank
+SECOND = "second_feedback"  # second_feedback.refine
+
+
+def inputs(index: RelatedIndex) -> tuple[Corpus, np.ndarray]:
+    """The version's corpus (without the stored feedback rows) and dense vectors, as the build has them."""
+    corpus = dataclasses.replace(index.corpus, expanded=None, postings=None)
+    return corpus, np.ascontiguousarray(np.asarray(index.dense, dtype=np.float32))
 
 
 def neighbour_lists(index: RelatedIndex, neighbours: NeighbourConfig) -> tuple[np.ndarray, np.ndarray]:
     """Every article's neighbour list when computed with `neighbours`."""
-    corpus = dataclasses.replace(index.corpus, expanded=None, postings=None)
-    dense = np.ascontiguousarray(np.asarray(index.dense, dtype=np.float32))
+    corpus, dense = inputs(index)
     return build_neighbours(corpus, neighbours.params(), dense)
+
+
+def vectors_key(config: PipelineConfig) -> str:
+    """What the stored vectors depend on: variants that agree on it share one build."""
+    return json.dumps([config.text.model_dump(mode="json"), config.reduce.model_dump(mode="json")], sort_keys=True)
+
+
+def built(indexes: dict[str, RelatedIndex], folder: Path, work: Path, config: PipelineConfig) -> RelatedIndex:
+    """The dataset built with `config`'s vectors: once per distinct [text]/[reduce], in its own directory."""
+    key = vectors_key(config)
+    if key not in indexes:
+        data_dir = work / f"vectors-{len(indexes)}"
+        build(folder / "corpus.jsonl", data_dir, config)
+        indexes[key] = RelatedIndex.open(data_dir)
+    return indexes[key]
 
 
 def served(index: RelatedIndex, policy: Policy, lists: tuple[np.ndarray, np.ndarray], queries: list[str]) -> dict:
@@ -67,7 +98,7 @@ def served(index: RelatedIndex, policy: Policy, lists: tuple[np.ndarray, np.ndar
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--datasets", nargs="*", default=list(DATASETS))
-    parser.add_argument("--variant", action="append", default=[], help="JSON object of [neighbours] overrides.")
+    parser.add_argument("--variant", action="append", default=[], help="JSON object of config overrides by section.")
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "related-levers")
     args = parser.parse_args()
@@ -79,8 +110,7 @@ def main() -> None:
         if not (folder / "corpus.jsonl").is_file():
             print(f"skip {dataset}: not found", file=sys.stderr)
             continue
-        build(folder / "corpus.jsonl", args.work / dataset, base)
-        index = RelatedIndex.open(args.work / dataset)
+        indexes: dict[str, RelatedIndex] = {}
         articles = read_source(folder / "corpus.jsonl").articles
         judgments = judgments_from_labels(read_labels(folder / "labels.jsonl"), [a.id for a in articles], args.queries, 0)
         copies = CopyRelation.of(articles)
@@ -88,12 +118,20 @@ def main() -> None:
         rows, cache = [], {}
         for variant in variants:
             started = time.perf_counter()
+            sections = {section: value for section, value in variant.items() if section not in (SHARED, SECOND)}
             config = PipelineConfig.from_dict(base.model_dump() | {
-                section: getattr(base, section).model_dump() | variant.get(section, {}) for section in variant})
-            key = config.neighbours.model_dump_json()
+                section: getattr(base, section).model_dump() | sections[section] for section in sections})
+            index = built(indexes, folder, args.work / dataset, config)
+            key = vectors_key(config) + config.neighbours.model_dump_json()
             if key not in cache:
                 cache[key] = neighbour_lists(index, config.neighbours)
-            ranked = served(index, Policy(config.policy), cache[key], judgments.queries)
+            lists = cache[key]
+            if SECOND in variant:
+                corpus, dense = inputs(index)
+                lists = second_feedback.refine(corpus, config.neighbours.params(), dense, *lists, **variant[SECOND])
+            if SHARED in variant:
+                lists = shared_neighbours.rerank(*lists, **variant[SHARED])
+            ranked = served(index, Policy(config.policy), lists, judgments.queries)
             values = metrics.per_query(judgments.qrels, trec.ranked_to_run(ranked), judgments.level, judgments.queries)
             novel, duplicates = novelty(ranked, judgments, copies, ideal)
             row = {"variant": variant, "nDCG@10": float(np.mean(list(values["nDCG@10"].values()))),

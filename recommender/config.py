@@ -48,6 +48,10 @@ class TextConfig(_Section):
     )
     detect_min_chars: int = Field(20, ge=0, description="Texts shorter than this get default_lang undetected.")
     max_features: int | None = Field(None, ge=1, description="Keep only the most frequent terms.")
+    name_weight: int = Field(
+        1, ge=1, le=5, description="A capitalized word inside a sentence (a name) counts this many times (1 = off)."
+    )
+    numbers: bool = Field(False, description="Bare numbers of two or more digits are terms too.")
 
 
 class ReduceConfig(_Section):

@@ -56,6 +56,29 @@ def test_numbers_alone_are_not_tokens():
     assert analyzer("en", stemming=False).words("2024 budget 15 g7") == ["budget", "g7"]
 
 
+def test_numbers_option_keeps_numbers_of_two_or_more_digits():
+    words = Analyzer("en", stop_words=True, stemming=False, ngram_max=1, numbers=True).words("2024 budget 15 g7 3")
+    assert words == ["2024", "budget", "15", "g7"]
+
+
+def test_name_weight_repeats_capitalized_words_inside_a_sentence_only():
+    named = Analyzer("en", stop_words=True, stemming=False, ngram_max=1, name_weight=2)
+    words = named.words("Police arrested Laden near Smith in Kabul. Officials (Reuters) confirmed")
+    assert words == ["police", "arrested", "laden", "laden", "smith", "smith", "kabul", "kabul", "officials",
+                     "reuters", "confirmed"]
+    assert analyzer("en", stemming=False).words("Police arrested Laden") == ["police", "arrested", "laden"]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=st.text(max_size=200), lang=st.sampled_from(["en", "de", "fr", "it", "xx"]))
+def test_name_weight_only_repeats_the_words_analysis_keeps(text, lang):
+    plain = Analyzer(lang, stop_words=True, stemming=True, ngram_max=1)
+    named = Analyzer(lang, stop_words=True, stemming=True, ngram_max=1, name_weight=3)
+    words = named.words(text)
+    assert sorted(set(words)) == sorted(set(plain.words(text)))
+    assert len(plain.words(text)) <= len(words) <= 3 * len(plain.words(text))
+
+
 def test_bigrams_follow_the_unigrams():
     terms = analyzer("en", ngram_max=2).terms("north korean troops")
     assert terms == ["north", "korean", "troop", "north korean", "korean troop"]

@@ -45,6 +45,18 @@ def test_term_only_in_title_weighs_more_than_only_in_body():
     assert weight(vectorizer, sparse[0], "zeppelin") > weight(vectorizer, sparse[1], "zeppelin")
 
 
+def test_name_weight_lifts_a_name_and_drafts_get_the_stored_row():
+    filler = [Document("en", f"Harbour story {w}", f"harbour ferry quay {w} tide") for w in ("gull", "crab", "kelp")]
+    named = Document("en", "Harbour", "the ferry met Zeppelin at the quay. zeppelin tide")
+    rows = {}
+    for name_weight in (1, 3):
+        vectorizer = ArticleVectorizer(TextConfig(name_weight=name_weight), REDUCE)
+        sparse = vectorizer.fit_transform([named, named, *filler]).sparse
+        assert vectorizer.transform([named]).sparse[0].toarray() == pytest.approx(sparse[0].toarray(), abs=1e-6)
+        rows[name_weight] = weight(vectorizer, sparse[0], "zeppelin")
+    assert rows[3] > rows[1]
+
+
 def test_rows_are_l2_normalized_float32(fitted):
     _, vectors = fitted
     assert vectors.sparse.dtype == np.float32 and vectors.dense.dtype == np.float32

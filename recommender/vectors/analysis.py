@@ -21,6 +21,10 @@ SNOWBALL_NAMES = {
 }
 # Words, with inner apostrophes/hyphens split off; at least one letter so bare numbers don't bind stories.
 TOKEN = re.compile(r"[^\W\d_][\w]*|\d+[^\W\d_]\w*", re.UNICODE)
+# With `numbers`: also bare numbers of at least two digits (a death toll, a score, a flight number).
+TOKEN_OR_NUMBER = re.compile(r"[^\W\d_][\w]*|\d+[^\W\d_]\w*|\d{2,}", re.UNICODE)
+# A capital after one of these (or at the start) opens a sentence, so it says nothing of a name.
+SENTENCE_START = re.compile(r"(?:^\s*|[.!?:;\"“”«»()\[\]\n]\s*)$")
 # French/Italian elision: l'armée -> armée, dell'Italia -> italia.
 ELISION = re.compile(r"\b\w{1,4}['’]", re.UNICODE)
 MAX_STEM_CACHE = 500_000
@@ -85,19 +89,28 @@ def stop_words_for(lang: str) -> frozenset[str]:
 class Analyzer:
     """Turns (title, body) of one language into weighted tokens: unigrams and word n-grams."""
 
-    def __init__(self, lang: str, *, stop_words: bool, stemming: bool, ngram_max: int) -> None:
+    def __init__(
+        self, lang: str, *, stop_words: bool, stemming: bool, ngram_max: int, name_weight: int = 1, numbers: bool = False
+    ) -> None:
         self.lang = lang
         self.ngram_max = ngram_max
+        self.name_weight = name_weight
+        self._token = TOKEN_OR_NUMBER if numbers else TOKEN
         self._stop = stop_words_for(lang) if stop_words else frozenset()
         name = SNOWBALL_NAMES.get(lang) if stemming else None
         self._stemmer = Stemmer.Stemmer(name) if name else None
         self._stems: dict[str, str] = {}  # a plain dict lookup is several times faster than the stemmer's cache
 
     def words(self, text: str) -> list[str]:
-        """Stemmed content words in order (stop words removed before stemming)."""
-        lowered = ELISION.sub(" ", text.lower()) if self.lang in ("fr", "it") else text.lower()
+        """Stemmed content words in order (stop words removed before stemming); with `name_weight`
+        > 1, a capitalized word inside a sentence (a name) comes that many times."""
+        if self.lang in ("fr", "it"):
+            text = ELISION.sub(" ", text)
         stop = self._stop
-        words = [w for w in TOKEN.findall(lowered) if w not in stop and len(w) > 1]
+        if self.name_weight > 1:
+            words = self._weighted_names(text)
+        else:
+            words = [w for w in self._token.findall(text.lower()) if w not in stop and len(w) > 1]
         if self._stemmer is None:
             return words
         stems = self._stems
@@ -107,6 +120,18 @@ class Analyzer:
                 stems.clear()
             stems.update(zip(unknown, self._stemmer.stemWords(unknown)))
         return [stems[w] for w in words]
+
+    def _weighted_names(self, text: str) -> list[str]:
+        words: list[str] = []
+        stop = self._stop
+        for match in self._token.finditer(text):
+            word = match.group().lower()
+            if word in stop or len(word) < 2:
+                continue
+            first = match.group()[0]
+            name = first.isupper() and not SENTENCE_START.search(text, max(0, match.start() - 4), match.start())
+            words.extend([word] * (self.name_weight if name else 1))
+        return words
 
     def surface_forms(self) -> dict[str, str]:
         """Stem -> the shortest word seen with that stem, to show "occupied" rather than "occupi"."""
@@ -130,8 +155,12 @@ class Analyzer:
 class AnalyzerSet:
     """One analyzer per language, created on first use; unknown languages get no stemming."""
 
-    def __init__(self, *, stop_words: bool, stemming: bool, ngram_max: int) -> None:
-        self._options = dict(stop_words=stop_words, stemming=stemming, ngram_max=ngram_max)
+    def __init__(
+        self, *, stop_words: bool, stemming: bool, ngram_max: int, name_weight: int = 1, numbers: bool = False
+    ) -> None:
+        self._options = dict(
+            stop_words=stop_words, stemming=stemming, ngram_max=ngram_max, name_weight=name_weight, numbers=numbers
+        )
         self._by_lang: dict[str, Analyzer] = {}
 
     def surface_forms(self) -> dict[str, dict[str, str]]:

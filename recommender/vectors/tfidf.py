@@ -256,7 +256,8 @@ class ArticleVectorizer:
         self.text = text
         self.reduce = reduce
         self._analyzers = AnalyzerSet(
-            stop_words=text.stop_words, stemming=text.stemming, ngram_max=text.ngram_max
+            stop_words=text.stop_words, stemming=text.stemming, ngram_max=text.ngram_max,
+            name_weight=text.name_weight, numbers=text.numbers,
         )
         self.terms_: list[str] = []
         self.display_: list[str] = []  # readable form of each term, for explanations
