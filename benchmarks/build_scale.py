@@ -45,15 +45,17 @@ TfidfVectorizer(sublinear_tf=True).fit_transform(r["title"] + " " + r["body"] fo
 """
 
 
-def run_measured(cmd: list[str]) -> tuple[float, float, int]:
-    """Wall seconds, peak RSS in MiB and exit code of a child process."""
+def run_measured(cmd: list[str], log: Path) -> tuple[float, float, int]:
+    """Wall seconds, peak RSS in MiB and exit code of a child process; its output goes to `log`
+    (a build logs each stage with the peak RSS so far)."""
     started = time.perf_counter()
-    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
+    with open(log, "wb") as out:
+        process = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)
     if process.returncode:
-        sys.stderr.write(process.stderr.read().decode()[-2000:])
+        sys.stderr.write(log.read_text(errors="replace")[-2000:])
     return seconds, usage.ru_maxrss / 1024, process.returncode
 
 
@@ -66,7 +68,7 @@ def version_files(data: Path) -> dict[str, dict]:
 
 
 def build_command(related: str, corpus: Path, data: Path, config: Path, *extra: str) -> list[str]:
-    return [related, "build", "--source", str(corpus), "--data-dir", str(data), "--config", str(config),
+    return [related, "--verbose", "build", "--source", str(corpus), "--data-dir", str(data), "--config", str(config),
             "--no-progress", *extra]
 
 
@@ -76,8 +78,9 @@ def measure(n: int, shape: str, related: str, config: Path, client=None, keep: P
     data = keep / f"{shape}-{n}" if keep else Path(tempfile.mkdtemp(prefix=f"build-{n}-"))
     shutil.rmtree(data, ignore_errors=True)
     try:
-        base_s, base_rss, _ = run_measured([sys.executable, "-c", BASELINE, str(corpus)])
-        build_s, build_rss, code = run_measured(build_command(related, corpus, data / "local", config))
+        logs = RESULTS / f"build_scale-{shape}-{n}"
+        base_s, base_rss, _ = run_measured([sys.executable, "-c", BASELINE, str(corpus)], logs.with_suffix(".tfidf.log"))
+        build_s, build_rss, code = run_measured(build_command(related, corpus, data / "local", config), logs.with_suffix(".log"))
         version = (data / "local" / "current").resolve()
         manifest = json.loads((version / "manifest.json").read_text()) if code == 0 else {}
         row = {
@@ -111,7 +114,8 @@ def measure_dask(client, related: str, corpus: Path, data: Path, config: Path, l
     """The Dask build of the same corpus, on fresh workers (restarted, so their peak RSS is this build's)."""
     client.restart()
     seconds, rss, code = run_measured(
-        build_command(related, corpus, data / "dask", config, "--dask", client.scheduler.address)
+        build_command(related, corpus, data / "dask", config, "--dask", client.scheduler.address),
+        RESULTS / f"build_scale-{corpus.stem}-dask.log",
     )
     manifest = json.loads(((data / "dask" / "current").resolve() / "manifest.json").read_text()) if code == 0 else {}
     files = manifest.get("files", {})

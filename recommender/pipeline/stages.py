@@ -3,6 +3,7 @@ manifest's `stages` and the log, whichever executor does the work."""
 from __future__ import annotations
 
 import logging
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,8 +18,10 @@ class Stage(Generic[Run]):
     run: Callable[[Run], None]
 
     def timed(self, run: Run, timings: dict[str, float], log: logging.Logger) -> None:
-        """Run the stage and record its seconds under its name."""
+        """Run the stage and record its seconds under its name; the log also says the process's peak
+        RSS so far, so the stage that set the peak is the first whose line shows it."""
         began = time.perf_counter()
         self.run(run)
         timings[self.name] = round(time.perf_counter() - began, 3)
-        log.info("%s: %.2fs", self.name, timings[self.name])
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        log.info("%s: %.2fs, peak RSS %.0f MiB", self.name, timings[self.name], peak_mib)
