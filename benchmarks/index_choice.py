@@ -69,7 +69,11 @@ def candidates(n: int) -> list[Candidate]:
     return [
         Candidate("flat", exact),
         Candidate("hnsw32", hnsw, [{"ef_search": ef} for ef in (32, 64, 128, 256, 512)]),
-        Candidate("ivf-flat", ivf, [{"nprobe": max(1, nlist // share)} for share in (64, 32, 16, 8, 4)]),
+        Candidate("ivf-flat", ivf, [{"nprobe": max(1, nlist // share)} for share in (250, 64, 32, 16, 8, 4)]),
+        Candidate(  # the default above exact_max; 1/250 of the cells is the default nprobe 16 at 1M
+            "ivf-sq8", IndexParams(exact_max=0, large="ivfsq8"),
+            [{"nprobe": max(1, nlist // share), "rerank": 1} for share in (250, 64, 32, 16, 8, 4)],
+        ),
         Candidate("ivf-pq64", IndexParams(exact_max=0, large="ivfpq", pq_m=64), rerank),
         Candidate("ivf-pq32", IndexParams(exact_max=0, large="ivfpq", pq_m=32), rerank),
     ]
