@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,11 +120,14 @@ def _set_query_knobs(index: faiss.Index, ef_search: int | None, nprobe: int | No
         ivf.nprobe = int(nprobe)
 
 
-def build_index(vectors: np.ndarray, params: IndexParams) -> faiss.Index:
+def build_index(
+    vectors: np.ndarray, params: IndexParams, progress: Callable[[int], object] | None = None
+) -> faiss.Index:
     """Build an inner-product index over already L2-normalised rows.
 
     Row i gets id i. Vectors are not normalised here: that is the caller's
-    contract, and normalising would hide a bug upstream.
+    contract, and normalising would hide a bug upstream. `progress` is called
+    with the number of rows after each batch is added (training comes first).
     """
     x = _as_matrix(vectors, "vectors")
     n, d = x.shape
@@ -153,13 +157,13 @@ def build_index(vectors: np.ndarray, params: IndexParams) -> faiss.Index:
             index = faiss.IndexIVFPQ(quantizer, d, nlist, params.pq_m, params.pq_nbits, faiss.METRIC_INNER_PRODUCT)
         index.train(sample)  # the cells are trained: only the codes' scale or PQ codebooks learn here
         index.nprobe = params.nprobe
-        _add_to_cells(index, x, mean)
+        _add_to_cells(index, x, mean, progress)
         return index
     else:
         index = faiss.IndexHNSWFlat(d, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = params.ef_construction
         index.hnsw.efSearch = params.ef_search
-    add_vectors(index, x)
+    add_vectors(index, x, progress)
     return index
 
 
@@ -188,7 +192,9 @@ def _centred_cells(sample: np.ndarray, mean: np.ndarray, nlist: int) -> faiss.In
     return quantizer
 
 
-def _add_to_cells(index: faiss.IndexIVF, x: np.ndarray, mean: np.ndarray) -> None:
+def _add_to_cells(
+    index: faiss.IndexIVF, x: np.ndarray, mean: np.ndarray, progress: Callable[[int], object] | None
+) -> None:
     """Each row into the cell of its centred direction, stored as it is.
 
     The lists hold the raw vectors and queries stay raw, so scores are exact inner products
@@ -198,6 +204,8 @@ def _add_to_cells(index: faiss.IndexIVF, x: np.ndarray, mean: np.ndarray) -> Non
         rows = x[start : start + _ADD_BATCH]
         _, cells = index.quantizer.search(_centred(rows, mean), 1)
         index.add_core(len(rows), faiss.swig_ptr(rows), None, faiss.swig_ptr(np.ascontiguousarray(cells[:, 0])))
+        if progress is not None:
+            progress(len(rows))
 
 
 def is_mmapped(index: faiss.Index) -> bool:
@@ -245,7 +253,7 @@ def rerank_factor(index: faiss.Index, rerank: int) -> int:
     return rerank if is_lossy(index) else 0
 
 
-def add_vectors(index: faiss.Index, vectors: np.ndarray) -> None:
+def add_vectors(index: faiss.Index, vectors: np.ndarray, progress: Callable[[int], object] | None = None) -> None:
     """Append rows (incremental update); they get ids ntotal..ntotal+n-1."""
     if is_mmapped(index):
         raise ReadOnlyIndexError(
@@ -254,6 +262,8 @@ def add_vectors(index: faiss.Index, vectors: np.ndarray) -> None:
     x = _as_matrix(vectors, "vectors", index.d)
     for start in range(0, x.shape[0], _ADD_BATCH):
         index.add(x[start : start + _ADD_BATCH])
+        if progress is not None:
+            progress(min(_ADD_BATCH, x.shape[0] - start))
 
 
 def stack(parts: list[faiss.Index]) -> faiss.Index:

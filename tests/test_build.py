@@ -158,3 +158,12 @@ def test_old_versions_are_pruned_to_keep(tmp_path):
         build(tmp_path / "corpus.jsonl", data_dir, small_config({"build": {"keep": 2}}), force=True)
     versions = list_versions(data_dir)
     assert len(versions) == 2 and current_version(data_dir) == versions[-1].resolve()
+
+
+def test_every_stage_shows_a_bar(tmp_path, capsys):
+    source = tmp_path / "corpus.jsonl"
+    write_jsonl(source, GOOD)
+    build(source, tmp_path / "data", small_config(), progress=True)
+    shown = capsys.readouterr().err
+    for stage in ("ingest", "vectorize", "index", "neighbours", "served", "write"):
+        assert f"{stage:<10}" in shown, stage

@@ -362,3 +362,10 @@ def test_mapped_index_holds_no_private_copy(kind: str, tmp_path: Path) -> None:
     size_kib = (tmp_path / "i.faiss").stat().st_size // 1024
     assert anon_kib(mmap=False) > 0.8 * size_kib
     assert anon_kib(mmap=True) < 0.1 * size_kib
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_build_reports_every_row_added(kind: str, data: np.ndarray) -> None:
+    added: list[int] = []
+    index = build_index(data, KINDS[kind], progress=added.append)
+    assert sum(added) == index.ntotal == len(data)

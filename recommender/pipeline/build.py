@@ -323,7 +323,9 @@ def vectorize(run: BuildRun) -> None:
 
 
 def index_vectors(run: BuildRun) -> None:
-    run.index = build_index(run.vectors.dense, IndexParams(**run.config.index.model_dump()))
+    dense = run.vectors.dense
+    with run.bars("index", len(dense)) as advance:  # cells are trained before the first rows count
+        run.index = build_index(dense, IndexParams(**run.config.index.model_dump()), progress=advance)
 
 
 def find_neighbours(run: BuildRun) -> None:
