@@ -34,7 +34,7 @@ def load_version(path: Path, prefault_bytes: int = 0) -> Any:
 
     index = RelatedIndex(Version.open(path, verify=True))
     done = index.warm_up(prefault_bytes)
-    log.debug("version %s: %.1f MiB of serving arrays prefaulted", index.name, done / (1 << 20))
+    log.debug("version %s: %.1f MiB of its files prefaulted", index.name, done / (1 << 20))
     return index
 
 
