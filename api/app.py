@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 
 from fastapi import FastAPI
 
@@ -18,7 +19,7 @@ from api.cache import ResponseCache
 from api.docs import install_offline_docs
 from api.errors import install_error_handlers
 from api.head import HeadAsGetMiddleware
-from api.holder import IndexHolder
+from api.holder import IndexHolder, load_version
 from api.limits import BodySizeLimitMiddleware, RequestTimeoutMiddleware
 from api.metrics import Metrics, MetricsMiddleware
 from api.openapi import serve_language_aware_openapi
@@ -64,7 +65,9 @@ RANKING_THREADS = 2
 def create_app(settings: Settings | None = None, *, holder: IndexHolder | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging()
-    holder = holder or IndexHolder(settings.data_dir)
+    holder = holder or IndexHolder(
+        settings.data_dir, loader=partial(load_version, prefault_bytes=settings.prefault_bytes)
+    )
     metrics = Metrics()
     cache = ResponseCache(settings.response_cache_size)
     holder.on_swap(cache.clear)

@@ -6,6 +6,7 @@ bare 500 page.
 """
 from __future__ import annotations
 
+import errno
 import logging
 from typing import Any
 
@@ -14,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from index.errors import NoIndexError
+from index.errors import NoIndexError, StorageError
 from recommender.errors import ArticleNotFoundError
 
 log = logging.getLogger("related.api")
@@ -33,9 +34,11 @@ STATUS_CODES = {
     429: "too_many_requests",
     500: "internal_error",
     503: "service_unavailable",
+    507: "insufficient_storage",
 }
 RETRY_AFTER_SECONDS = "5"
 BODY_PARSE_ERROR = "There was an error parsing the body"  # FastAPI's 400 detail
+FULL_ERRNOS = (None, errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # None: a short write (numpy's, on a full disk)
 
 
 class ApiError(Exception):
@@ -81,6 +84,16 @@ def no_index_error(detail: str | None = None, code: str = "no_index") -> ApiErro
         503, code, detail or "no index version is loaded yet: run `related build`",
         headers={"Retry-After": RETRY_AFTER_SECONDS},
     )
+
+
+def storage_refused(err: StorageError) -> ApiError:
+    """507 Insufficient Storage (RFC 4918) when the file system refuses to store what a request writes:
+    `insufficient_storage` for a full disk or quota, `storage_not_writable` for a read-only file system
+    or a permission refused. Nothing was changed (the partial version was removed); retrying helps only
+    once an operator made room, so no Retry-After."""
+    code = "insufficient_storage" if err.errno in FULL_ERRNOS else "storage_not_writable"
+    log.error("write refused by the file system: %s", err)
+    return ApiError(507, code, str(err))
 
 
 def _location(loc: tuple[Any, ...] | list[Any]) -> str:
@@ -138,6 +151,10 @@ async def _no_index(request: Request, exc: NoIndexError) -> Response:
     return error_response(error.status, error.code, error.message, headers=error.headers)
 
 
+async def _storage_error(request: Request, exc: StorageError) -> Response:
+    return await _api_error(request, storage_refused(exc))
+
+
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "internal server error; the failure has been logged")
@@ -149,4 +166,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(ArticleNotFoundError, _article_not_found)
     app.add_exception_handler(NoIndexError, _no_index)
+    app.add_exception_handler(StorageError, _storage_error)
     app.add_exception_handler(Exception, _internal_error)

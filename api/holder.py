@@ -27,12 +27,14 @@ from index.artifacts import Version, current_version, list_versions
 log = logging.getLogger("related.api.reload")
 
 
-def load_version(path: Path) -> Any:
-    """Open, verify and warm up one version dir (runs in a worker thread)."""
+def load_version(path: Path, prefault_bytes: int = 0) -> Any:
+    """Open, verify and warm up one version dir (runs in a worker thread), with up to
+    `prefault_bytes` of what GET related reads mapped in (Settings.prefault_bytes)."""
     from recommender.related import RelatedIndex
 
     index = RelatedIndex(Version.open(path, verify=True))
-    index.warm_up()
+    done = index.warm_up(prefault_bytes)
+    log.debug("version %s: %.1f MiB of its files prefaulted", index.name, done / (1 << 20))
     return index
 
 

@@ -14,6 +14,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 KIB = 1 << 10
 MIB = 1 << 20
+GIB = 1 << 30
 
 
 class Settings(BaseSettings):
@@ -41,6 +42,12 @@ class Settings(BaseSettings):
     )
     reload_check_seconds: float = Field(
         2.0, gt=0, description="How often the `current` link is checked for a new version."
+    )
+    prefault_bytes: int = Field(
+        GIB, ge=0, description="Bytes of a loaded version's memory-mapped files mapped into each worker when it loads "
+        "(what GET related reads first: served and neighbour lists, list items, id index, filter columns; then the FAISS "
+        "index and vectors drafts read), so the first requests after a (re)load are as fast as later ones and the "
+        "resident size does not creep up for minutes. Shared page cache, not private memory; Linux only (0: off)."
     )
     response_cache_size: int = Field(
         4096, ge=0, description="Rendered GET related responses kept in memory per worker (0: off)."

@@ -144,7 +144,7 @@ def storage_error(err: OSError, data_dir: Path, doing: str, outcome: str = "") -
     if err.errno in (None, errno.ENOSPC, errno.EDQUOT):
         with contextlib.suppress(OSError):
             room = f" ({shutil.disk_usage(data_dir).free / (1 << 20):.1f} MiB free)"
-    return StorageError(f"cannot {doing} in {data_dir}: {reason}{room}{outcome}")
+    return StorageError(f"cannot {doing} in {data_dir}: {reason}{room}{outcome}", err.errno)
 
 
 # --------------------------------------------------------------------------- lock
@@ -176,7 +176,8 @@ def build_lock(data_dir: Path) -> Iterator[None]:
                 f"another build or update holds the lock on {lock_path} (pid {holder})"
             ) from None
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        with contextlib.suppress(OSError):  # the pid only names the holder in a refusal; a full disk is
+            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)  # reported by the version's own writes
         try:
             yield
         finally:

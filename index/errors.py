@@ -22,7 +22,12 @@ class BuildLockedError(ArtifactError):
 
 class StorageError(ArtifactError):
     """DATA_DIR cannot be written: the disk is full, the file system is read-only, permission
-    is denied. Raised with what was cleaned up, so one line tells an operator the whole story."""
+    is denied. Raised with what was cleaned up, so one line tells an operator the whole story;
+    `errno` is the file system's (None: a short write, which numpy reports without one)."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 class NoIndexError(ArtifactError):

@@ -232,6 +232,35 @@ def test_disk_full_mid_build_fails_in_one_line_and_serving_goes_on(built, tmp_pa
             filler.unlink()
 
 
+def test_full_or_read_only_disk_on_the_publish_hook_answers_507(built, tmp_path: Path) -> None:
+    """A posted update that cannot be stored: 507 with one line saying why, nothing left behind, serving goes on."""
+    with small_file_system(tmp_path / "mnt", 16) as mnt:
+        data = mnt / "data"
+        first = build(built[1], data, PipelineConfig.from_dict(CONFIG)).version
+        article = {"id": "flood-new", "title": "Harbour reopens after the flood", "body": "The harbour reopened.",
+                   "lang": "en", "published": "2026-01-02T08:00:00Z"}
+        post = {"json": article, "headers": {"Authorization": f"Bearer {TOKEN}"}}
+        with serving(data) as client:
+            filler = mnt / "filler"
+            with open(filler, "wb") as fh:
+                os.posix_fallocate(fh.fileno(), 0, shutil.disk_usage(mnt).free)
+            full = client.post("/v1/admin/articles", **post)
+            assert full.status_code == 507, full.text
+            error = full.json()["error"]
+            assert error["code"] == "insufficient_storage"
+            assert f"cannot write a new version in {data}" in error["message"] and "current` is unchanged" in error["message"]
+            filler.unlink()
+            subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True, capture_output=True)
+            read_only = client.post("/v1/admin/articles", **post)
+            assert read_only.status_code == 507, read_only.text
+            assert read_only.json()["error"]["code"] == "storage_not_writable"
+            assert "Read-only file system" in read_only.json()["error"]["message"]
+            assert current_version(data) == first.resolve()
+            assert sorted(p.name for p in (data / "versions").iterdir()) == [first.name]  # no staging left over
+            related = client.get("/v1/articles/flood-0/related")
+            assert related.status_code == 200 and related.json()["index_version"] == first.name
+
+
 # -- an unreadable source, a read-only data dir ------------------------------------------------------------
 def without_permission_override() -> None:
     """In the child, before exec: root loses the capabilities that ignore file permissions."""

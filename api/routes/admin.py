@@ -13,9 +13,10 @@ from fastapi import APIRouter, Query, Request
 from pydantic import ValidationError
 
 from api.deps import AdminDep, HolderDep
-from api.errors import ApiError
+from api.errors import ApiError, storage_refused
 from api.schemas import ErrorResponse, PublishedArticle, RejectedRecord, ReloadResult, UpdateResult
-from index.errors import ArtifactError, BuildLockedError, NoIndexError
+from index.artifacts import storage_error
+from index.errors import ArtifactError, BuildLockedError, NoIndexError, StorageError
 from recommender.errors import RejectedRecords, RelatedError
 
 log = logging.getLogger("related.api")
@@ -99,6 +100,9 @@ async def reload(_: AdminDep, holder: HolderDep) -> ReloadResult:
                                                      "record refused) or `invalid_json`"},
         500: {"model": ErrorResponse, "description": "`update_failed`: the current version could not be extended"},
         503: {"model": ErrorResponse, "description": "`no_index`: nothing built yet"},
+        507: {"model": ErrorResponse, "description": "`insufficient_storage` (disk full or over quota) or "
+                                                     "`storage_not_writable` (read-only, permission denied): "
+                                                     "nothing was applied, the served version is unchanged"},
     },
 )
 async def apply_articles(
@@ -117,8 +121,11 @@ async def apply_articles(
     # The update reads a file (line numbers in rejects, the source recorded in the manifest). Lines the
     # API refused stay in it as blank lines, so the update's line numbers are the body's.
     with tempfile.NamedTemporaryFile(prefix="related-update-", suffix=".jsonl") as source:
-        source.write("\n".join(lines).encode("utf-8", "surrogatepass") + b"\n")
-        source.flush()
+        try:
+            source.write("\n".join(lines).encode("utf-8", "surrogatepass") + b"\n")
+            source.flush()
+        except OSError as err:  # the temporary directory is full or read-only
+            raise storage_refused(storage_error(err, Path(tempfile.gettempdir()), "hold the request body")) from None
         try:
             report = await asyncio.get_running_loop().run_in_executor(
                 request.app.state.updater,
@@ -133,6 +140,8 @@ async def apply_articles(
                                  atomic=atomic) from None
         except RelatedError as err:
             raise ApiError(422, "invalid_update", str(err).replace(source.name, "the request body")) from None
+        except StorageError as err:
+            raise storage_refused(err) from None
         except ArtifactError as err:
             log.error("update refused: %s", err)
             raise ApiError(500, "update_failed", str(err)) from None
