@@ -180,3 +180,12 @@ def test_dense_rows_are_normalized_like_scikit_learn(fitted, docs):
     raw = np.asarray(vectorizer.transform(docs).sparse[:, vectorizer.svd_columns_] @ vectorizer.components_.T,
                      dtype=np.float32)
     np.testing.assert_array_equal(tfidf.l2_dense(raw), normalize(raw))
+
+
+def test_weighing_in_blocks_gives_the_rows_of_one_block(fitted, docs, monkeypatch):
+    vectorizer, vectors = fitted
+    counts = count_terms(vectorizer, docs, workers=1)
+    monkeypatch.setattr(tfidf, "WEIGH_ROWS", 5)  # 32 articles: 7 blocks, the last one short
+    blocked = vectorizer.weigh(counts)
+    assert blocked.dtype == np.float32 and blocked.shape == vectors.sparse.shape
+    assert (blocked != vectors.sparse).nnz == 0

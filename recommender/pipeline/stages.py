@@ -2,6 +2,8 @@
 manifest's `stages` and the log, whichever executor does the work."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import resource
 import time
@@ -22,6 +24,27 @@ class Stage(Generic[Run]):
         RSS so far, so the stage that set the peak is the first whose line shows it."""
         began = time.perf_counter()
         self.run(run)
+        release_freed_heap()
         timings[self.name] = round(time.perf_counter() - began, 3)
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         log.info("%s: %.2fs, peak RSS %.0f MiB", self.name, timings[self.name], peak_mib)
+
+
+def _libc_trim():
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    return getattr(libc, "malloc_trim", None)
+
+
+_MALLOC_TRIM = _libc_trim()
+
+
+def release_freed_heap() -> None:
+    """Hand the heap a stage freed back to the system (glibc's malloc_trim; a no-op elsewhere).
+
+    A stage frees gigabytes of small and mid-sized objects at 1M articles (the articles' texts once
+    they are vectors), which glibc keeps in its heap for reuse: without the trim the next stage's
+    arrays come on top of it, and that was the build's peak RSS.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)

@@ -26,10 +26,11 @@ from recommender.config import ReduceConfig, TextConfig
 from recommender.errors import RelatedError
 from recommender.pipeline.progress import NO_BARS, Advance, Bars
 
-TINY_CORPUS = 30
+TINY_CORPUS = 30  # below this many articles document-frequency pruning removes too much
 STATE_ARRAYS = ("idf", "svd_projection", "svd_columns")  # the fitted arrays, saved as <name>.npy
 CHUNKS_PER_PROCESS = 8  # analysis chunks per process: the bar advances as each finishes
-PARALLEL_MIN_DOCS = 5_000  # below this a process pool costs more than it saves  # below this many articles document-frequency pruning removes too much
+WEIGH_ROWS = 65_536  # rows weighed per block: bounds the float64 temporaries (1M articles: 0.2 GB, not 3 GB)
+PARALLEL_MIN_DOCS = 5_000  # below this a process pool costs more than it saves
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +289,7 @@ class ArticleVectorizer:
             counts = count_terms(self, docs, workers, advance)
         self.fit_vocabulary(TermStatistics.of(counts))
         sparse = self.weigh(counts)
+        del counts  # all terms' counts (GBs at 1M articles) are not needed by the reduction
         return Vectors(sparse=sparse, dense=self.fit_reduce(sparse, bars))
 
     def fit_vocabulary(self, stats: TermStatistics) -> None:
@@ -322,16 +324,20 @@ class ArticleVectorizer:
             raise RuntimeError("vectorizer is not fitted")
         positions = np.fromiter((column.get(t, -1) for t in counts.terms), dtype=np.int64, count=len(counts.terms))
         known = np.flatnonzero(positions >= 0)
-        selected = counts.counts[:, known]
-        matrix = sp.csr_matrix(
-            (selected.data, positions[known][selected.indices], selected.indptr),
-            shape=(selected.shape[0], len(self.terms_)),
-        )
-        if matrix.shape[0] == 0:
-            return matrix.astype(np.float32)
         weighting = TfidfTransformer(sublinear_tf=self.text.sublinear_tf)
         weighting.idf_ = self.idf_
-        return weighting.transform(matrix).astype(np.float32).tocsr()
+        n = counts.counts.shape[0]
+        if n == 0:
+            return sp.csr_matrix((0, len(self.terms_)), dtype=np.float32)
+        blocks = []
+        for start in range(0, n, WEIGH_ROWS):  # the transformer's float64 temporaries stay a block's size
+            selected = counts.counts[start : start + WEIGH_ROWS][:, known]
+            matrix = sp.csr_matrix(
+                (selected.data, positions[known][selected.indices], selected.indptr),
+                shape=(selected.shape[0], len(self.terms_)),
+            )
+            blocks.append(weighting.transform(matrix).astype(np.float32).tocsr())
+        return blocks[0] if len(blocks) == 1 else sp.vstack(blocks, format="csr", dtype=np.float32)
 
     def transform(self, docs: Sequence[Document], analysed: Sequence[list[str]] | None = None) -> Vectors:
         """TF-IDF rows with the fitted vocabulary (unknown terms ignored) and their LSA vectors.
