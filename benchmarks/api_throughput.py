@@ -211,7 +211,7 @@ def median_run(runs: list[dict]) -> dict:
 # -- main -------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--articles", type=int, default=100_000)
+    parser.add_argument("--articles", type=int, default=100_000, help="Synthetic corpus size (with --data-dir: its size).")
     parser.add_argument("--duration", type=float, default=15.0, help="Seconds per load phase (GET: over all rounds).")
     parser.add_argument("--rounds", type=int, default=3, help="Alternating GET rounds, ours vs bare.")
     parser.add_argument("--warmup", type=float, default=20.0, help="Seconds of uniform GETs before measuring (0: cold).")
@@ -232,6 +232,9 @@ def main() -> None:
     if args.data_dir is not None and args.corpus is None:
         parser.error("--data-dir needs --corpus (its drafts)")
     corpus, data_dir = (args.corpus, args.data_dir) if args.data_dir else ensure_index(args.articles, args.seed)
+    if args.data_dir:  # GETs range over every id of the given index (syn-0 .. syn-N-1), not --articles
+        manifest = json.loads(((data_dir / "current").resolve() / "manifest.json").read_text())
+        args.articles = int(manifest["counts"]["articles"])
     drafts = make_drafts(corpus)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELATED_")}
     env["PYTHONPATH"] = str(ROOT)
