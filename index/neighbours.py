@@ -200,10 +200,9 @@ def shortlist(
     keep = min(width, max(1, int(np.ceil(share * width))))
     if keep == width:
         return ids, dense, first
-    order = np.argpartition(-first, keep - 1, axis=1)[:, :keep]
-    order = np.take_along_axis(order, np.argsort(-np.take_along_axis(first, order, axis=1), axis=1, kind="stable"), axis=1)
-    take = lambda a: np.take_along_axis(a, order, axis=1)  # noqa: E731
-    return take(ids), take(dense), take(first)
+    best = np.argpartition(-first, keep - 1, axis=1)[:, :keep]
+    order = np.take_along_axis(best, np.argsort(-np.take_along_axis(first, best, axis=1), axis=1, kind="stable"), axis=1)
+    return tuple(np.take_along_axis(a, order, axis=1) for a in (ids, dense, first))
 
 
 def rescore(

@@ -30,7 +30,7 @@ class Stage(Generic[Run]):
         log.info("%s: %.2fs, peak RSS %.0f MiB", self.name, timings[self.name], peak_mib)
 
 
-def _libc_trim():
+def _libc_trim() -> Callable[[int], int] | None:
     name = ctypes.util.find_library("c")
     libc = ctypes.CDLL(name) if name else None
     return getattr(libc, "malloc_trim", None)
