@@ -106,6 +106,7 @@ class BodySizeLimitMiddleware:
     async def _refuse(self, send: Send) -> None:
         await _send_error(send, 413, "payload_too_large", f"request body is larger than {self.limit} bytes", [])
 
+
 class RequestTimeoutMiddleware:
     """Answers a request that is not done within `seconds`: 408 while its body is still arriving
     (a client trickling bytes holds a connection and a task), 503 when the work took too long.
