@@ -113,11 +113,43 @@ def test_lsa_components_span_the_top_singular_vectors():
         assert abs(float(components[i] @ vt[i])) == pytest.approx(1.0, abs=1e-3)
 
 
+MIXED = [
+    Document("en", "Harbour ferry strike", "The ferry crews struck; ferries stayed in the harbour. A strike, strikes."),
+    Document("de", "Die Wahlen in Berlin", "Die Wahl: Wahlen, gewählt. Die Fähre und der Hafen."),
+    Document("fr", "L'armée à Paris", "L'armée de l'air et les armées, dell'Italia. Le port."),
+    Document("en", "", "die harbour die ferry 2024 3rd"),
+    Document("xx", "Zeppelin", "zeppelin zeppelins a b"),
+    Document("en", "The", "the a of"),  # nothing counts
+]
+
+
+@pytest.mark.parametrize("text", [TEXT, TextConfig(ngram_max=2), TextConfig(name_weight=3, numbers=True, stemming=False)])
+def test_counts_are_scikit_learns_count_vectorizer(monkeypatch, docs, text):
+    """count_documents replaces CountVectorizer(analyzer=analyze): the same terms and the same
+    counts, in batches of any size, with languages mixed within a batch."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    corpus = MIXED + docs + MIXED
+    reference = CountVectorizer(analyzer=ArticleVectorizer(text, REDUCE).analyze, dtype=np.float32)
+    expected = reference.fit_transform(corpus)
+    for batch in (3, 1000):
+        monkeypatch.setattr(tfidf, "COUNT_BATCH", batch)
+        counted: list[int] = []
+        counts = count_documents(ArticleVectorizer(text, REDUCE), corpus, progress=counted.append)
+        assert counts.terms == reference.get_feature_names_out().tolist()
+        assert counts.counts.has_sorted_indices and counts.counts.dtype == np.float32
+        assert (counts.counts != expected).nnz == 0
+        assert sum(counted) == len(corpus)
+
+
 def test_parallel_counting_equals_single_process(monkeypatch, docs):
     vectorizer = ArticleVectorizer(TEXT, REDUCE)
     terms_1, counts_1, *_ = count_terms(vectorizer, docs, workers=1)
     monkeypatch.setattr(tfidf, "PARALLEL_MIN_DOCS", 8)
-    terms_2, counts_2, *_ = count_terms(vectorizer, docs, workers=2)
+    monkeypatch.setattr(tfidf, "COUNT_CHUNK", 5)  # several runs per process
+    counted: list[int] = []
+    terms_2, counts_2, *_ = count_terms(vectorizer, docs, workers=2, progress=counted.append)
+    assert sum(counted) == len(docs)
 
     def as_dicts(terms, counts):
         return [{terms[j]: v for j, v in zip(counts[i].indices, counts[i].data)} for i in range(counts.shape[0])]

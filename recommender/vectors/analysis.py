@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+from collections.abc import Collection
 from functools import lru_cache
 from pathlib import Path
 
@@ -99,35 +100,40 @@ class Analyzer:
         self._stop = stop_words_for(lang) if stop_words else frozenset()
         name = SNOWBALL_NAMES.get(lang) if stemming else None
         self._stemmer = Stemmer.Stemmer(name) if name else None
-        self._stems: dict[str, str] = {}  # a plain dict lookup is several times faster than the stemmer's cache
+        # Each token seen -> its stem, or "" for a token that is dropped (a stop word, a single letter):
+        # a text's words are one pass of dict lookups, and counting can look up each distinct token once.
+        self._stems: dict[str, str] = {}
 
     def words(self, text: str) -> list[str]:
         """Stemmed content words in order (stop words removed before stemming); with `name_weight`
         > 1, a capitalized word inside a sentence (a name) comes that many times."""
+        return list(filter(None, self.stems(self.tokens(text))))
+
+    def tokens(self, text: str) -> list[str]:
+        """The lower-cased tokens of a text, stop words and all (names repeated, as `words` says)."""
         if self.lang in ("fr", "it"):
             text = ELISION.sub(" ", text)
-        stop = self._stop
-        if self.name_weight > 1:
-            words = self._weighted_names(text)
-        else:
-            words = [w for w in self._token.findall(text.lower()) if w not in stop and len(w) > 1]
-        if self._stemmer is None:
-            return words
+        return self._weighted_names(text) if self.name_weight > 1 else self._token.findall(text.lower())
+
+    def stems(self, tokens: Collection[str]) -> list[str]:
+        """The stem of each token, or "" for a token that is dropped (a stop word, a single letter)."""
         stems = self._stems
-        unknown = [w for w in set(words) if w not in stems]
-        if unknown:
-            if len(stems) > MAX_STEM_CACHE:
+        try:
+            return list(map(stems.__getitem__, tokens))
+        except KeyError:  # a token not seen before
+            unknown = [w for w in set(tokens) if w not in stems]
+            if len(stems) + len(unknown) > MAX_STEM_CACHE:
                 stems.clear()
-            stems.update(zip(unknown, self._stemmer.stemWords(unknown)))
-        return [stems[w] for w in words]
+                unknown = list(set(tokens))
+            kept = [w for w in unknown if w not in self._stop and len(w) > 1]
+            stems.update(dict.fromkeys(unknown, ""))
+            stems.update(zip(kept, self._stemmer.stemWords(kept) if self._stemmer is not None else kept))
+            return list(map(stems.__getitem__, tokens))
 
     def _weighted_names(self, text: str) -> list[str]:
         words: list[str] = []
-        stop = self._stop
         for match in self._token.finditer(text):
             word = match.group().lower()
-            if word in stop or len(word) < 2:
-                continue
             first = match.group()[0]
             name = first.isupper() and not SENTENCE_START.search(text, max(0, match.start() - 4), match.start())
             words.extend([word] * (self.name_weight if name else 1))
@@ -136,7 +142,11 @@ class Analyzer:
     def surface_forms(self) -> dict[str, str]:
         """Stem -> the shortest word seen with that stem, to show "occupied" rather than "occupi"."""
         forms: dict[str, str] = {}
+        if self._stemmer is None:
+            return forms
         for word, stem in self._stems.items():
+            if not stem:
+                continue
             best = forms.get(stem)
             if best is None or (len(word), word) < (len(best), best):
                 forms[stem] = word

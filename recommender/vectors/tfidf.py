@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-from collections.abc import Sequence
+from array import array
+from collections import Counter, defaultdict
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -28,8 +30,10 @@ from recommender.pipeline.progress import NO_BARS, Advance, Bars
 
 TINY_CORPUS = 30  # below this many articles document-frequency pruning removes too much
 STATE_ARRAYS = ("idf", "svd_projection", "svd_columns")  # the fitted arrays, saved as <name>.npy
-CHUNKS_PER_PROCESS = 8  # analysis chunks per process: the bar advances as each finishes
+COUNT_CHUNK = 200_000  # documents a process counts in one run (its arrays: about 1 GB at most)
+PROGRESS_SECONDS = 0.5  # how often the bar of a parallel count is brought up to date
 WEIGH_ROWS = 65_536  # rows weighed per block: bounds the float64 temporaries (1M articles: 0.2 GB, not 3 GB)
+COUNT_BATCH = 2048  # documents whose tokens are looked up together
 PARALLEL_MIN_DOCS = 5_000  # below this a process pool costs more than it saves
 
 
@@ -181,20 +185,96 @@ def inverse_document_frequency(df: np.ndarray, documents: int) -> np.ndarray:
     return idf
 
 
-def count_documents(vectorizer: ArticleVectorizer, docs: Sequence[Document]) -> TermCounts:
-    """Term counts of `docs` (one process, or one partition of a Dask build)."""
-    from sklearn.feature_extraction.text import CountVectorizer
+def count_documents(
+    vectorizer: ArticleVectorizer, docs: Sequence[Document], progress: Advance | None = None
+) -> TermCounts:
+    """Term counts of `docs` (one process, or one partition of a Dask build): the counts of
+    scikit-learn's `CountVectorizer(analyzer=vectorizer.analyze)`, columns alphabetical, each row's
+    terms in column order (tests/test_tfidf.py holds them equal).
 
-    if not any(vectorizer.analyze(doc) for doc in docs):
-        # CountVectorizer raises a bare ValueError on an empty vocabulary; fit_vocabulary reports it readably.
-        return TermCounts([], sp.csr_matrix((len(docs), 0), dtype=np.float32), vectorizer.surface_forms())
-    counter = CountVectorizer(analyzer=vectorizer.analyze, dtype=np.float32)
-    raw = counter.fit_transform(docs).tocsr()
-    # Rebuilt, because CountVectorizer renumbers columns after flagging its rows sorted; each row's
-    # terms are then put in column order, which the weighting sums in.
-    counts = sp.csr_matrix((raw.data, raw.indices, raw.indptr), shape=raw.shape)
-    counts.sort_indices()
-    return TermCounts(counter.get_feature_names_out().tolist(), counts, vectorizer.surface_forms())
+    Counted distinct token by distinct token, and looked up by hash a batch at a time: a
+    document's tokens are counted first (`Counter`, a C loop over a small table); the batch's
+    distinct tokens are then found by their hash in a sorted array of the tokens seen so far
+    (numpy), and only new ones are analysed (stop words, stemming) into a term's column; tokens
+    sharing a stem are summed by scipy. CountVectorizer's loop looks every term up in a Python
+    dict of the whole vocabulary, a cache miss or three per term, which took half of the stage.
+    `progress` advances by the documents of each batch.
+    """
+    columns = TokenColumns(vectorizer)
+    indices: list[np.ndarray] = []
+    values = array("q")
+    sizes = array("q", [0])
+    for start in range(0, len(docs), COUNT_BATCH):
+        batch = docs[start : start + COUNT_BATCH]
+        tokens: list[str] = []
+        hashes = array("q")
+        first = len(sizes)
+        for doc in batch:
+            counted = vectorizer.token_counts(doc)
+            tokens.extend(counted)
+            hashes.extend(map(hash, counted))  # while the strings are in the cache
+            values.extend(counted.values())
+            sizes.append(len(counted))
+        indices.append(columns.of(batch, np.frombuffer(sizes, dtype=np.int64)[first:], tokens, np.frombuffer(hashes, np.int64)))
+        if progress is not None:
+            progress(len(batch))
+    terms, alphabetical = columns.alphabetical()
+    flat = np.concatenate(indices) if indices else np.empty(0, dtype=np.int64)
+    kept = flat >= 0
+    before = np.concatenate(([0], np.cumsum(kept)))  # kept entries before each position
+    counts = sp.csr_matrix(
+        (np.frombuffer(values, dtype=np.int64)[kept].astype(np.float32), alphabetical[flat[kept]],
+         before[np.cumsum(np.frombuffer(sizes, dtype=np.int64))]),
+        shape=(len(docs), len(terms)),
+    )
+    counts.sum_duplicates()  # sorts each row's columns, then adds up the counts of tokens with one stem
+    return TermCounts(terms, counts, vectorizer.surface_forms())
+
+
+class TokenColumns:
+    """Each token seen -> the column of its term (-1: dropped), per language, for `count_documents`:
+    kept as sorted token hashes beside their columns, so a batch of tokens is looked up in numpy.
+    (Python's 64-bit string hashes: two tokens of one vocabulary sharing one is a 1e-8 chance at 1M.)"""
+
+    def __init__(self, vectorizer: ArticleVectorizer) -> None:
+        self.vectorizer = vectorizer
+        self.columns: defaultdict[str, int] = defaultdict()
+        self.columns.default_factory = self.columns.__len__  # a term not seen before takes the next column
+        self.known: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # language -> sorted hashes, their columns
+
+    def of(self, docs: Sequence[Document], sizes: np.ndarray, tokens: list[str], hashes: np.ndarray) -> np.ndarray:
+        """The column of each token (`hashes`: their `hash`); `sizes[i]` of them are `docs[i]`'s."""
+        langs = [doc.lang for doc in docs]
+        if len(set(langs)) == 1:
+            return self._lookup(langs[0], hashes, tokens)
+        token_langs = np.repeat(np.array(langs, dtype=object), sizes)
+        found = np.empty(len(tokens), dtype=np.int64)
+        for lang in dict.fromkeys(langs):
+            at = np.flatnonzero(token_langs == lang)
+            found[at] = self._lookup(lang, hashes[at], [tokens[i] for i in at])
+        return found
+
+    def _lookup(self, lang: str, hashes: np.ndarray, tokens: list[str]) -> np.ndarray:
+        unique, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+        known, known_columns = self.known.get(lang, (np.empty(0, np.int64), np.empty(0, np.int64)))
+        at = np.searchsorted(known, unique)
+        seen = at < len(known)
+        seen[seen] = known[at[seen]] == unique[seen]
+        found = np.empty(len(unique), dtype=np.int64)
+        found[seen] = known_columns[at[seen]]
+        new = np.flatnonzero(~seen)
+        if len(new):
+            terms = self.vectorizer.terms_of(lang, [tokens[i] for i in first[new]])
+            found[new] = [self.columns[term] if term else -1 for term in terms]
+            self.known[lang] = (np.insert(known, at[new], unique[new]), np.insert(known_columns, at[new], found[new]))
+        return found[inverse]
+
+    def alphabetical(self) -> tuple[list[str], np.ndarray]:
+        """The terms in alphabetical order, and each column's place in it."""
+        terms = sorted(self.columns)
+        place = np.empty(len(terms), dtype=np.int64)
+        place[np.fromiter(map(self.columns.__getitem__, terms), dtype=np.int64, count=len(terms))] = np.arange(len(terms))
+        return terms, place
 
 
 def merge_counts(parts: Sequence[TermCounts]) -> TermCounts:
@@ -212,39 +292,49 @@ def merge_counts(parts: Sequence[TermCounts]) -> TermCounts:
     return TermCounts(terms, sp.vstack(blocks).tocsr(), forms)  # alphabetical remaps keep rows sorted
 
 
-_SHARED: tuple[ArticleVectorizer, Sequence[Document]] | None = None  # inherited by forked workers
+# What forked workers inherit: the vectorizer, the documents, and the count of documents counted so far.
+_SHARED: tuple[ArticleVectorizer, Sequence[Document], Any] | None = None
 
 
 def _count_part(bounds: tuple[int, int]) -> TermCounts:
     assert _SHARED is not None
-    vectorizer, docs = _SHARED
-    return count_documents(vectorizer, docs[bounds[0] : bounds[1]])
+    vectorizer, docs, counted = _SHARED
+
+    def advance(done: int) -> None:
+        with counted.get_lock():
+            counted.value += done
+
+    return count_documents(vectorizer, docs[bounds[0] : bounds[1]], advance)
 
 
 def count_terms(
     vectorizer: ArticleVectorizer, docs: Sequence[Document], workers: int, progress: Advance | None = None
 ) -> TermCounts:
-    """Term counts of all documents and the surface form of each stem; analysis (the
-    Python-heavy part) split over forked processes, in chunks that advance `progress` by their
-    documents as they finish (merge_counts gives the same result however the documents are split)."""
+    """Term counts of all documents and the surface form of each stem, split over forked processes
+    (merge_counts gives the same result however the documents are split). Each process counts
+    runs of up to `COUNT_CHUNK` documents (the vocabulary is learnt again in each, and merged); the
+    bar follows the documents counted, which the processes add up in shared memory."""
     global _SHARED
     n = len(docs)
     processes = max(1, min(workers, n // PARALLEL_MIN_DOCS))
-    chunks = max(1, min(processes * CHUNKS_PER_PROCESS, n // PARALLEL_MIN_DOCS))
+    if processes == 1:
+        return count_documents(vectorizer, docs, progress)
+    chunks = max(processes, -(-n // COUNT_CHUNK))
     bounds = [(n * i // chunks, n * (i + 1) // chunks) for i in range(chunks)]
-    _SHARED = (vectorizer, docs)
-    results = []
+    context = multiprocessing.get_context("fork")
+    counted = context.Value("q", 0)
+    _SHARED = (vectorizer, docs, counted)
+    results: list[TermCounts] = []
+    reported = 0
     try:
-        with contextlib.ExitStack() as stack:
-            if processes == 1:
-                counted = map(_count_part, bounds)
-            else:
-                pool = stack.enter_context(multiprocessing.get_context("fork").Pool(processes))
-                counted = pool.imap(_count_part, bounds)
-            for (start, stop), counts in zip(bounds, counted):
-                results.append(counts)
-                if progress is not None:
-                    progress(stop - start)
+        with context.Pool(processes) as pool:
+            pending = pool.imap(_count_part, bounds)
+            while len(results) < chunks:
+                with contextlib.suppress(multiprocessing.TimeoutError):
+                    results.append(pending.next(timeout=PROGRESS_SECONDS))
+                if progress is not None and counted.value > reported:
+                    progress(counted.value - reported)
+                    reported = counted.value
     finally:
         _SHARED = None
     return merge_counts(results)
@@ -274,6 +364,24 @@ class ArticleVectorizer:
         analyzer = self._analyzers[doc.lang]
         title = analyzer.terms(doc.title) if doc.title else []
         return title * self.text.title_weight + analyzer.terms(doc.body)
+
+    def token_counts(self, doc: Document) -> Counter[str]:
+        """The document's tokens counted, the title's `title_weight` times (`count_documents`): with
+        unigrams the words before stop words and stemming, so that each distinct one is stemmed
+        once (`terms_of`); with n-grams `analyze`'s terms."""
+        if self.text.ngram_max > 1:
+            return Counter(self.analyze(doc))
+        analyzer = self._analyzers[doc.lang]
+        counted = Counter(analyzer.tokens(doc.body))
+        if doc.title:
+            title = analyzer.tokens(doc.title)
+            for _ in range(self.text.title_weight):
+                counted.update(title)
+        return counted
+
+    def terms_of(self, lang: str, tokens: Collection[str]) -> list[str]:
+        """The term each of `token_counts`' tokens counts for, "" for one that is dropped."""
+        return list(tokens) if self.text.ngram_max > 1 else self._analyzers[lang].stems(tokens)
 
     def surface_forms(self) -> Forms:
         return self._analyzers.surface_forms()
