@@ -170,7 +170,10 @@ class IndexHolder:
     def _swap(self, new: Any, target: Path, started: float) -> None:
         previous = self.index.name if self.index is not None else None
         self.index = new  # the single swap; requests holding the old object keep it
-        asyncio.get_running_loop().call_later(SETTLE_SECONDS, settle_memory)
+        if previous is None:  # no request holds an old version: settle before the first request is answered
+            settle_memory()
+        else:
+            asyncio.get_running_loop().call_later(SETTLE_SECONDS, settle_memory)
         self.loaded_target = target
         self.last_reload_at = _now()
         log.info(
