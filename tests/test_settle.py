@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -44,7 +45,8 @@ def test_the_first_load_settles_before_any_request_and_a_reload_after_the_old_ve
         await holder.refresh()
         return first, gc.get_freeze_count()
 
-    first, right_after_reload = asyncio.run(serve())
+    with ThreadPoolExecutor(1) as thread:  # its own loop: some tests leave one running in the main thread
+        first, right_after_reload = thread.submit(asyncio.run, serve()).result()
     assert first > 0 and right_after_reload == 0
     assert holder.index.name == "v2"
 
