@@ -183,7 +183,7 @@ def oov_counts(vectorizer: ArticleVectorizer, analysed: list[list[str]]) -> tupl
 
     Only unigrams count: n-grams of known words are mostly unseen combinations, not new words.
     """
-    vocabulary = set(vectorizer.terms_)
+    vocabulary = vectorizer.vocabulary  # not a set of its own: the worker that posts an update keeps what it allocates
     total = oov = 0
     for terms in analysed:
         words = [t for t in terms if " " not in t]

@@ -15,7 +15,7 @@ import contextlib
 import multiprocessing
 from array import array
 from collections import Counter, defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -482,6 +482,13 @@ class ArticleVectorizer:
         )
         l2_rows(sparse)
         return Vectors(sparse, self.project(sparse))
+
+    @property
+    def vocabulary(self) -> Mapping[str, int]:
+        """Term -> column of the fitted vocabulary."""
+        if self._column is None:
+            raise RuntimeError("vectorizer is not fitted")
+        return self._column
 
     def project(self, sparse: sp.csr_matrix) -> np.ndarray:
         """Dense LSA vectors: the SVD projection of the most frequent terms, L2-normalized."""
