@@ -85,15 +85,20 @@ def test_dask_build_writes_the_version_of_the_local_build(tmp_path, scheduler):
     assert {r["line"]: r["reason"][: len(reasons[r["line"]])] for r in rejects} == reasons
 
 
-def test_neighbour_search_from_a_shared_directory_finds_the_same_lists(tmp_path, scheduler):
+# A lossy index: its candidates' dense scores are re-scored exactly, on the workers as locally.
+IVF_SQ8 = {"index": {"exact_max": 0, "large": "ivfsq8", "nlist": 16, "nprobe": 4}}
+
+
+@pytest.mark.parametrize("index", [{}, IVF_SQ8], ids=["exact", "ivfsq8"])
+def test_neighbour_search_from_a_shared_directory_finds_the_same_lists(tmp_path, scheduler, index):
     """Workers map the index and matrices from a directory they share instead of receiving copies;
     the scheduler comes from the config."""
     source = tmp_path / "corpus.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in stories(size=12)), encoding="utf-8")
-    local = build(source, tmp_path / "local", small_config(EXACT))
+    local = build(source, tmp_path / "local", small_config(merge(EXACT, index)))
     shared = tmp_path / "shared"
     shared.mkdir()
-    config = write_toml(tmp_path / "dask.toml", merge(DASK, {"build": {
+    config = write_toml(tmp_path / "dask.toml", merge(merge(DASK, index), {"build": {
         "dask_scheduler": scheduler, "dask_shared_dir": str(shared)
     }}))
     result = CliRunner().invoke(main, [
