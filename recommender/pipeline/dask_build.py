@@ -217,8 +217,8 @@ def share_corpus(client: Client, corpus: Corpus, directory: Path | None) -> Futu
     np.save(directory / "times.npy", corpus.times)
     if corpus.alive is not None:
         np.save(directory / "alive.npy", corpus.alive)
-    # Without it a lossy index's candidates would keep their approximate dense scores on the
-    # workers, and every blended score would differ from the local build's.
+    # The re-scoring factor: without it a lossy index's candidates would keep their approximate
+    # dense scores on the workers, and every blended score would differ from the local build's.
     (directory / "corpus.json").write_text(json.dumps({"rerank": corpus.rerank}), encoding="utf-8")
     return str(directory)
 
