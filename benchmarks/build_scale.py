@@ -4,8 +4,9 @@ Baseline measured in the same run: a bare scikit-learn `TfidfVectorizer().fit_tr
 over the same texts (the least any TF-IDF build must do), so figures are reported as
 ratios too. Two corpus shapes (benchmarks/synthetic.py): "names", whose stories share rare
 names (friendly), and "archive", a large varied archive's shape, where screens that lean on
-the LSA vectors stop working. Targets on 2 cores: 100k articles in <= 60 s; 1M in <= 10 min
-with <= 8 GiB peak RSS (must: 20 min, 12 GiB).
+the LSA vectors stop working. Each row also says whether the timed lists are any good: how
+many of an article's story mates (from the corpus's labels) its top 10 holds. Targets on 2 cores:
+100k articles in <= 60 s; 1M in <= 10 min with <= 8 GiB peak RSS (must: 20 min, 12 GiB).
 
 With --dask W the same corpus is also built with `related build --dask` on a LocalCluster of
 W single-threaded worker processes started here, beside the local build: its time, the peak
@@ -31,6 +32,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import numpy as np
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -95,6 +98,7 @@ def measure(n: int, shape: str, related: str, config: Path, client=None, keep: P
             "baseline_tfidf_rss_mib": round(base_rss),
             "time_ratio_vs_tfidf": round(build_s / base_s, 2),
             "rss_ratio_vs_tfidf": round(build_rss / base_rss, 2),
+            "story_mates_at_10": story_mates_at_10(version, corpus) if code == 0 else None,
         }
         if client is not None:
             row["dask"] = measure_dask(client, related, corpus, data, config, version_files(data / "local") if code == 0 else {})
@@ -102,6 +106,29 @@ def measure(n: int, shape: str, related: str, config: Path, client=None, keep: P
     finally:
         if keep is None:
             shutil.rmtree(data, ignore_errors=True)
+
+
+def story_mates_at_10(version: Path, corpus: Path) -> dict:
+    """Whether the timed lists are any good: of the articles whose story has other articles, how
+    many of those the top 10 of the stored lists holds (mean, and the best possible), and the share
+    of articles with at least one. The corpus's labels say which story each article tells."""
+    from index.columns import StringColumn
+
+    stories: dict[str, int] = {}
+    with open(corpus.with_name(corpus.stem + "-labels.jsonl"), encoding="utf-8") as labels:
+        story_of = {r["id"]: stories.setdefault(r["story"], len(stories)) for r in map(json.loads, labels)}
+    ids = StringColumn(np.load(version / "ids.npy"), np.load(version / "ids_offsets.npy"))
+    story = np.array([story_of[i] for i in ids])
+    size = np.bincount(story)[story]
+    top = np.asarray(np.load(version / "neighbours.npy", mmap_mode="r")[:, :10]).astype(np.int64)
+    found = ((top >= 0) & (story[np.maximum(top, 0)] == story[:, None])).sum(axis=1)
+    told = size > 1
+    return {
+        "articles": int(told.sum()),
+        "mean": round(float(found[told].mean()), 3),
+        "best_possible": round(float(np.minimum(size[told] - 1, 10).mean()), 3),
+        "share_with_one": round(float((found[told] > 0).mean()), 4),
+    }
 
 
 def peak_rss_mib() -> float:
@@ -181,6 +208,10 @@ def main() -> None:
                 flush=True,
             )
             print("    stages (s): " + "  ".join(f"{k} {v:.1f}" for k, v in (row["stages"] or {}).items()), flush=True)
+            if row["story_mates_at_10"]:
+                mates = row["story_mates_at_10"]
+                print(f"    story mates in the top 10: {mates['mean']} of {mates['best_possible']} possible; "
+                      f"{mates['share_with_one']:.1%} of articles with mates list one", flush=True)
             if "dask" in row:
                 dask = row["dask"]
                 print(
