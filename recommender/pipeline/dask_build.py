@@ -215,8 +215,6 @@ def share_corpus(client: Client, corpus: Corpus, directory: Path | None) -> Futu
     save_matrix(directory, "signature", corpus.sparse)
     np.save(directory / "dense.npy", corpus.dense)
     np.save(directory / "times.npy", corpus.times)
-    if corpus.alive is not None:
-        np.save(directory / "alive.npy", corpus.alive)
     # The re-scoring factor: without it a lossy index's candidates would keep their approximate
     # dense scores on the workers, and every blended score would differ from the local build's.
     (directory / "corpus.json").write_text(json.dumps({"rerank": corpus.rerank}), encoding="utf-8")
@@ -237,11 +235,9 @@ def share_expanded(client: Client, expanded: sp.csr_matrix | None, directory: Pa
 def shared_corpus(directory: str) -> Corpus:
     """The corpus a scratch directory holds, mapped once per worker process."""
     path = Path(directory)
-    alive = path / "alive.npy"
     return Corpus(
         index=load_index(path / "index.faiss"), sparse=load_matrix(path, "signature"),
         times=np.load(path / "times.npy"), dense=np.load(path / "dense.npy", mmap_mode="r"),
-        alive=np.load(alive) if alive.exists() else None,
         rerank=json.loads((path / "corpus.json").read_text(encoding="utf-8"))["rerank"],
     )
 

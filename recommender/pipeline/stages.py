@@ -24,8 +24,9 @@ class Stage(Generic[Run]):
         RSS so far, so the stage that set the peak is the first whose line shows it."""
         began = time.perf_counter()
         self.run(run)
-        release_freed_heap()  # a stage frees gigabytes at 1M articles: without it, the next stage's arrays
-        # came on top of that heap, and that was the build's peak RSS
+        # A stage frees gigabytes at 1M articles: without this, the next stage's arrays came on top
+        # of that heap, and that was the build's peak RSS.
+        release_freed_heap()
         timings[self.name] = round(time.perf_counter() - began, 3)
         peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         log.info("%s: %.2fs, peak RSS %.0f MiB", self.name, timings[self.name], peak_mib)
