@@ -22,7 +22,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from index.faiss_index import search
-from index.sparse_kernels import blended_dots, mix_rows, row_top
+from index.postings import RarePostings
+from index.sparse_kernels import blended_dots, mix_rows
 
 MISSING = -1
 DAY = 86_400.0
@@ -39,9 +40,10 @@ class NeighbourParams:
     time_weight: float = 0.3
     time_scale_days: float = 14.0
     signature_terms: int = 128  # terms per row kept for pair scoring; 0 keeps all
-    rare_candidates: int = 0  # extra candidates sharing a query's rarest terms (0 = FAISS only)
+    rare_candidates: int = 20  # extra candidates sharing a query's rarest terms (0 = FAISS only)
     rare_terms: int = 8  # query terms used to find them
     rare_max_df: float = 0.01  # only terms in at most this share of articles
+    rare_postings: int = 1000  # postings read per rare term: those nearest the query in time
     second_pass_share: float = 0.34  # best share of the first pass's candidates re-scored by the second
     batch_size: int = 512
 
@@ -102,11 +104,11 @@ class Corpus:
     alive: np.ndarray | None = None
     dense: np.ndarray | None = None  # the vectors FAISS holds (scores for candidates it did not return)
     rerank: int = 0  # > 0 for a lossy index (faiss_index.rerank_factor): c * rerank candidates re-scored with `dense`
-    postings: sp.csr_matrix | None = None  # signatures transposed [V, N], built on first use
+    postings: RarePostings | None = None  # rare terms' postings; built on first use when not stored
 
-    def term_postings(self) -> sp.csr_matrix:
+    def rare_postings(self, max_df: float) -> RarePostings:
         if self.postings is None:
-            self.postings = self.sparse.T.tocsr()
+            self.postings = RarePostings.build(self.sparse, self.times, max_df)
         return self.postings
 
 
@@ -137,16 +139,14 @@ def rare_term_candidates(corpus: Corpus, queries: Queries, params: NeighbourPara
 
     LSA blurs the rare names that hold a story together (and short, headline-only items
     have poor dense vectors), so candidates also come from the postings of each query's
-    `rare_terms` heaviest terms that occur in at most `rare_max_df` of the articles.
+    `rare_terms` heaviest terms that occur in at most `rare_max_df` of the articles
+    (index/postings.py: at most `rare_postings` per term, the nearest in time).
     """
-    postings = corpus.term_postings()
-    df = np.diff(postings.indptr)
-    rare = df <= max(2, params.rare_max_df * corpus.sparse.shape[0])
-    picked = queries.sparse.multiply(rare[None, :].astype(np.float32)).tocsr()
-    picked = prune_rows(picked, params.rare_terms)
-    overlap = (picked @ postings).tocsr()  # [n, N] partial dot products over those terms
-    exclude = queries.self_ids if queries.self_ids is not None else None
-    return row_top(overlap, params.rare_candidates, exclude)
+    postings = corpus.rare_postings(params.rare_max_df)
+    return postings.candidates(
+        queries.sparse, postings.query_keys(queries.times, queries.self_ids), terms=params.rare_terms,
+        budget=params.rare_postings, width=params.rare_candidates, exclude=queries.self_ids,
+    )
 
 
 def merge_candidates(ids: np.ndarray, extra: np.ndarray) -> np.ndarray:

@@ -147,34 +147,6 @@ def mix_rows(
     return result
 
 
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _row_top(indptr, indices, data, width, exclude):  # pragma: no cover
-    n = len(indptr) - 1
-    out = np.full((n, width), -1, dtype=np.int64)
-    for i in numba.prange(n):
-        start, stop = indptr[i], indptr[i + 1]
-        values = data[start:stop].copy()
-        for p in range(stop - start):
-            if indices[start + p] == exclude[i]:
-                values[p] = -np.inf
-        order = np.argsort(-values)
-        taken = 0
-        for p in order:
-            if taken == width or values[p] == -np.inf:
-                break
-            out[i, taken] = indices[start + p]
-            taken += 1
-    return out
-
-
-def row_top(matrix: sp.csr_matrix, width: int, exclude: np.ndarray | None = None) -> np.ndarray:
-    """Column ids of each row's `width` largest entries ([n, width], -1 padded); exclude[i] skipped."""
-    n = matrix.shape[0]
-    exclude = np.full(n, -1, dtype=np.int64) if exclude is None else np.asarray(exclude, dtype=np.int64)
-    indptr, indices, data = _csr_parts(matrix)
-    return _row_top(indptr, indices.astype(np.int64), data, width, exclude)
-
-
 class SortedRows:
     """A CSR matrix with sorted column ids in each row, and its arrays as the kernels take them.
 

@@ -110,9 +110,12 @@ class NeighbourConfig(_Section):
     time_weight: float = Field(0.3, ge=0.0, le=1.0, description="Share of the score that depends on date proximity.")
     time_scale_days: float = Field(14.0, gt=0.0, description="Proximity exp(-days/scale).")
     signature_terms: int = Field(128, ge=0, description="Top-weighted terms per article used for scoring (0 = all).")
-    rare_candidates: int = Field(0, ge=0, description="Extra candidates sharing rare terms (0 = FAISS only).")
+    rare_candidates: int = Field(20, ge=0, description="Extra candidates sharing rare terms (0 = FAISS only).")
     rare_terms: int = Field(8, ge=1, description="Heaviest query terms used to find rare-term candidates.")
     rare_max_df: float = Field(0.01, gt=0.0, le=1.0, description="Rare: in at most this share of articles.")
+    rare_postings: int = Field(
+        1000, ge=1, description="Postings read per rare term, the nearest in publication time (a fixed cost per article)."
+    )
 
     def params(self) -> NeighbourParams:
         return NeighbourParams(**self.model_dump())

@@ -19,6 +19,7 @@ from index.faiss_index import rerank_factor
 from index.simhash import signatures
 from index.sparse_kernels import SortedRows
 from index.neighbours import Corpus, Queries, prune_rows, query_neighbours, score_candidates
+from index.postings import RarePostings
 from index.prefault import prefault
 from recommender.policy.catalog import Catalog, language_counts, normalize_title
 from recommender.config import PipelineConfig
@@ -88,14 +89,16 @@ class RelatedIndex:
             "index.faiss", ef_search=self.config.index.ef_search, nprobe=self.config.index.nprobe
         )
         self.row_of = self.catalog.row_of
+        signature = load_sparse(version, "signature", len(terms))
         self.corpus = Corpus(
             index=self.faiss,
-            sparse=load_sparse(version, "signature", len(terms)),
+            sparse=signature,
             times=self.catalog.published,
             expanded=load_sparse(version, "expanded", len(terms), required=False),
             alive=self.catalog.alive,
             dense=self.dense,
             rerank=rerank_factor(self.faiss, self.config.index.rerank),
+            postings=RarePostings.stored(version, signature, self.catalog.published),
         )
         self.policy = Policy(self.config.policy)
         # Live articles per language: what detection may answer, what `lang` may name, which lists go `any`.
@@ -127,12 +130,13 @@ class RelatedIndex:
 
     # What GET related reads, most read first: the served lists and what an item shows, the id index, the
     # columns filters read, the neighbour lists filtered GETs rank; then what a draft or a wider search
-    # reads (the FAISS index, the TF-IDF, signature and expanded rows, the dense vectors).
+    # reads (the FAISS index, the TF-IDF, signature and expanded rows, the dense vectors, the rare terms' postings).
     SERVING_FILES = (
         "served", "served_scores", "items_offsets", "items", "id_hashes", "id_rows", "ids_offsets", "ids", "alive",
         "lang_codes", "category_codes", "published", "evergreen", "title_codes", "url_codes", "neighbours",
         "neighbour_scores", "index.faiss", "tfidf_indptr", "tfidf_indices", "tfidf_data", "signature_indptr",
         "signature_indices", "signature_data", "expanded_indptr", "expanded_indices", "expanded_data", "dense",
+        "postings_rare", "postings_indptr", "postings_keys", "postings_rows", "postings_weights",
     )
 
     def serving_files(self) -> list[Path]:

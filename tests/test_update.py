@@ -260,12 +260,14 @@ def test_update_writes_only_new_rows_and_loads_like_a_full_write(tmp_path: Path,
     manifest = json.loads((second.version / "manifest.json").read_text())
     assert manifest["segments"]["dense.npy"] == ["dense.npy", "delta-0001/dense.npy", "delta-0002/dense.npy"]
     assert np.load(second.version / "delta-0002" / "dense.npy").shape[0] == 1  # only the new row is written
-    for name in ("dense.npy", "tfidf_data.npy", "index.faiss", "items.npy", "articles.jsonl"):  # the build's files are shared
-        assert os.path.samefile(base / name, second.version / name)
+    for name in ("dense.npy", "tfidf_data.npy", "index.faiss", "items.npy", "articles.jsonl", "postings_rows.npy"):
+        assert os.path.samefile(base / name, second.version / name)  # the build's files are shared
     assert os.path.samefile(first.version / "delta-0001/dense.npy", second.version / "delta-0001/dense.npy")
     segmented = RelatedIndex(Version.open(second.version))
     full = RelatedIndex(Version.open(flat_copy(second.version, tmp_path / "flat")))
     assert_same_index(segmented, full)
+    # The rows since the build get rare-term postings of their own at load.
+    assert [(block.offset, block.stop) for block in segmented.corpus.postings.blocks] == [(0, 36), (36, 40)]
     assert "cup-90" in served(built, "cup-1", limit=6)
 
 

@@ -142,6 +142,9 @@ def write_version(
     save_sparse(writer, "signature", corpus.sparse)
     if corpus.expanded is not None:
         save_sparse(writer, "expanded", corpus.expanded)
+    if corpus.postings is not None:
+        for name, array in corpus.postings.arrays().items():
+            writer.save_array(f"{name}.npy", array)
     writer.save_array("dense.npy", dense)
     writer.save_array("simhash.npy", simhash)
     writer.save_index("index.faiss", corpus.index)
@@ -335,6 +338,8 @@ def find_neighbours(run: BuildRun) -> None:
         index=run.index, sparse=prune_rows(vectors.sparse, params.signature_terms),
         times=publication_times(run.rows), dense=vectors.dense, rerank=rerank_factor(run.index, run.config.index.rerank),
     )
+    if params.rare_candidates > 0:
+        run.corpus.rare_postings(params.rare_max_df)
     with run.bars("neighbours", 2 * len(run.rows)) as advance:  # each article twice: two passes
         run.neighbours = run.executor.neighbours(run.corpus, params, advance)
 

@@ -25,7 +25,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from operator import itemgetter
 from pathlib import Path, PurePosixPath
@@ -38,6 +38,7 @@ from distributed import Client, Future, as_completed
 
 from index.faiss_index import load_index, save_index
 from index.neighbours import Corpus, FirstPass, NeighbourParams, expanded_rows, final_pass_rows, first_pass_rows
+from index.postings import RarePostings
 from recommender.pipeline.build import Intake, article_rows, documents
 from recommender.config import PipelineConfig
 from recommender.errors import RelatedError
@@ -215,6 +216,9 @@ def share_corpus(client: Client, corpus: Corpus, directory: Path | None) -> Futu
     save_matrix(directory, "signature", corpus.sparse)
     np.save(directory / "dense.npy", corpus.dense)
     np.save(directory / "times.npy", corpus.times)
+    if corpus.postings is not None:
+        for name, array in corpus.postings.arrays().items():
+            np.save(directory / f"{name}.npy", array)
     # The re-scoring factor: without it a lossy index's candidates would keep their approximate
     # dense scores on the workers, and every blended score would differ from the local build's.
     (directory / "corpus.json").write_text(json.dumps({"rerank": corpus.rerank}), encoding="utf-8")
@@ -235,11 +239,25 @@ def share_expanded(client: Client, expanded: sp.csr_matrix | None, directory: Pa
 def shared_corpus(directory: str) -> Corpus:
     """The corpus a scratch directory holds, mapped once per worker process."""
     path = Path(directory)
+    sparse, times = load_matrix(path, "signature"), np.load(path / "times.npy")
     return Corpus(
-        index=load_index(path / "index.faiss"), sparse=load_matrix(path, "signature"),
-        times=np.load(path / "times.npy"), dense=np.load(path / "dense.npy", mmap_mode="r"),
+        index=load_index(path / "index.faiss"), sparse=sparse, times=times, dense=np.load(path / "dense.npy", mmap_mode="r"),
         rerank=json.loads((path / "corpus.json").read_text(encoding="utf-8"))["rerank"],
+        postings=RarePostings.stored(SharedFiles(path), sparse, times),
     )
+
+
+@dataclass(frozen=True)
+class SharedFiles:
+    """A scratch directory's arrays, as `RarePostings.stored` reads a version's."""
+
+    path: Path
+
+    def has(self, name: str) -> bool:
+        return (self.path / name).exists()
+
+    def array(self, name: str) -> np.ndarray:
+        return np.load(self.path / name, mmap_mode="r")
 
 
 @lru_cache(maxsize=1)

@@ -67,6 +67,7 @@ from index.neighbours import (
     subset,
     top_k,
 )
+from index.postings import FILES as POSTINGS_FILES, RarePostings
 from index.simhash import signatures
 from recommender.pipeline.articles import Ingested, Reject
 from recommender.pipeline.build import article_rows, documents, library_versions
@@ -82,8 +83,10 @@ from recommender.vectors.tfidf import STATE_ARRAYS, ArticleVectorizer, Vectors
 
 log = logging.getLogger("related.update")
 
+# The build's rare-term postings: the rows appended since get theirs at load (index/postings.py).
+POSTINGS = tuple(f"{name}.npy" for name in POSTINGS_FILES)
 # Fitted state an update reuses as is: hard-linked (or copied) into the new version.
-UNCHANGED = ("vocabulary.json", "display_terms.json") + tuple(f"{name}.npy" for name in STATE_ARRAYS)
+UNCHANGED = ("vocabulary.json", "display_terms.json") + tuple(f"{name}.npy" for name in STATE_ARRAYS) + POSTINGS
 # Per-row artifacts, append-only: the parent's parts are linked, the new rows go into a new part.
 SPARSE = ("tfidf", "signature", "expanded")
 SEGMENTED = ("articles.jsonl", "dense.npy", "simhash.npy", "index.faiss") + tuple(
@@ -258,8 +261,9 @@ class ParentVersion:
         return self.version.has(name)
 
     def array(self, name: str) -> np.ndarray:
-        """Checked, then memory-mapped read-only (versions are immutable): no copy of large arrays."""
-        return np.load(self._checked(name), mmap_mode="r", allow_pickle=False)
+        """Checked, then memory-mapped read-only (versions are immutable): no copy of large arrays.
+        The build's postings, linked as they are, are checked by size like its per-row parts."""
+        return np.load(self._checked(name, hashed=name not in POSTINGS), mmap_mode="r", allow_pickle=False)
 
     def rows_array(self, name: str) -> np.ndarray:
         """A per-row artifact: its parts concatenated, memory-mapped and read-only."""
@@ -689,7 +693,7 @@ def load(run: UpdateRun) -> None:
     times = np.concatenate([run.columns.published, run.new_columns.published])
     run.corpus = Corpus(
         index=index, sparse=signature, times=times, alive=run.alive, dense=run.dense,
-        rerank=rerank_factor(index, run.config.index.rerank),
+        rerank=rerank_factor(index, run.config.index.rerank), postings=RarePostings.stored(parent, signature, times),
     )
 
 
