@@ -14,16 +14,20 @@ happen within days). Work is batched whole-matrix operations, never a loop per p
 from __future__ import annotations
 
 import contextlib
+import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import faiss
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 from index.faiss_index import search
 from index.postings import RarePostings
 from index.sparse_kernels import blended_dots, mix_rows
+from index.threads import kernel_threads
 
 MISSING = -1
 DAY = 86_400.0
@@ -286,8 +290,6 @@ def first_pass_rows(
     runtime, so the pin makes FAISS single-threaded too, and an IVF, HNSW or PQ index (which
     scans with FAISS's own kernels, over all threads) would search at half speed on 2 cores.
     """
-    from threadpoolctl import threadpool_limits
-
     queries = corpus_queries(corpus, dense)
     width = max(params.feedback, 1)
     found = FirstPass(
@@ -339,13 +341,45 @@ def final_pass_rows(
     return out_ids, out_scores
 
 
+def row_ranges(n: int, batch_size: int, tasks: int) -> list[slice]:
+    """About `tasks` ranges of whole batches, so every batch is the one a single range would search."""
+    step = max(1, math.ceil(n / batch_size / max(1, tasks))) * batch_size
+    return [slice(start, min(n, start + step)) for start in range(0, n, step)]
+
+
+RANGES_PER_THREAD = 4  # enough ranges to even out uneven ones
+
+
 def build_neighbours(
-    corpus: Corpus, params: NeighbourParams, dense: np.ndarray, progress: Callable[[int], object] | None = None
+    corpus: Corpus, params: NeighbourParams, dense: np.ndarray, progress: Callable[[int], object] | None = None,
+    threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Neighbour lists of every corpus row against the corpus; fills `corpus.expanded`."""
-    found = first_pass_rows(corpus, params, dense, slice(0, corpus.sparse.shape[0]), progress)
-    corpus.expanded = expanded_rows(corpus, params, found)
-    return final_pass_rows(corpus, params, dense, found, progress)
+    """Neighbour lists of every corpus row against the corpus; fills `corpus.expanded`.
+
+    With `threads` > 1, ranges of rows run on that many threads, each kernel on its own thread
+    (index/threads.py): the decomposition of the Dask build, whose two single-threaded processes
+    searched 1.37x faster than one process's parallel kernels. The lists are the same either way.
+    """
+    n = corpus.sparse.shape[0]
+    if threads <= 1 or n <= params.batch_size:
+        found = first_pass_rows(corpus, params, dense, slice(0, n), progress)
+        corpus.expanded = expanded_rows(corpus, params, found)
+        return final_pass_rows(corpus, params, dense, found, progress)
+    lock = threading.Lock()
+
+    def advance(count: int) -> None:
+        if progress is not None:
+            with lock:
+                progress(count)
+
+    ranges = row_ranges(n, params.batch_size, RANGES_PER_THREAD * threads)
+    exact = isinstance(faiss.downcast_index(corpus.index), faiss.IndexFlat)
+    with threadpool_limits(1, user_api="blas") if exact else contextlib.nullcontext(), kernel_threads(threads) as pool:
+        found = list(pool.map(lambda rows: first_pass_rows(corpus, params, dense, rows, advance), ranges))
+        if params.feedback > 0:
+            corpus.expanded = sp.vstack(list(pool.map(lambda part: expanded_rows(corpus, params, part), found))).tocsr()
+        lists = list(pool.map(lambda part: final_pass_rows(corpus, params, dense, part, advance), found))
+    return np.concatenate([ids for ids, _ in lists]), np.concatenate([scores for _, scores in lists])
 
 
 def query_neighbours(

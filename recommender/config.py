@@ -153,7 +153,7 @@ class PolicyConfig(_Section):
 class BuildConfig(_Section):
     keep: int = Field(3, ge=1, description="Complete versions kept on disk.")
     max_reject_share: float = Field(0.1, ge=0.0, le=1.0, description="Fail when more records are rejected.")
-    workers: int = Field(0, ge=0, description="Processes for text analysis (0 = one per CPU core).")
+    workers: int = Field(0, ge=0, description="Processes for text analysis, threads for the neighbour search (0 = one per CPU core).")
     drift_new_share: float = Field(
         0.2, ge=0.0, description="Recommend a full rebuild when this share of articles was added by updates."
     )

@@ -232,3 +232,22 @@ def test_deleted_rows_are_never_candidates():
     queries = Queries(corpus.sparse[:4], dense[:4], corpus.times[:4], np.arange(4))
     ids, _, _ = query_neighbours(corpus, queries, NeighbourParams(k=10, candidates=20, feedback=0), width=20)
     assert not {2, 5, 11} & set(ids.ravel().tolist())
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_threads_give_the_lists_of_one_thread(exact):
+    corpus, dense = random_corpus(11, 300)
+    if not exact:
+        quantizer = faiss.IndexFlatIP(6)
+        index = faiss.IndexIVFFlat(quantizer, 6, 4, faiss.METRIC_INNER_PRODUCT)
+        index.train(dense)
+        index.add(dense)
+        index.nprobe = 2
+        corpus = replace(corpus, index=index, dense=dense)
+    params = NeighbourParams(k=8, candidates=20, batch_size=16, rare_max_df=0.2)
+    one = build_neighbours(replace(corpus), params, dense)
+    counted: list[int] = []
+    two = build_neighbours(replace(corpus), params, dense, progress=counted.append, threads=2)
+    np.testing.assert_array_equal(one[0], two[0])
+    np.testing.assert_array_equal(one[1], two[1])
+    assert sum(counted) == 2 * 300  # each row once per pass

@@ -221,7 +221,8 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
-    """Everything in this process; text analysis shared by `workers` forked processes."""
+    """Everything in this process; text analysis shared by `workers` forked processes, the neighbour
+    search by `workers` threads."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -258,7 +259,7 @@ class LocalExecutor:
     def neighbours(
         self, corpus: Corpus, params: NeighbourParams, progress: Callable[[int], object]
     ) -> tuple[np.ndarray, np.ndarray]:
-        return build_neighbours(corpus, params, corpus.dense, progress=progress)
+        return build_neighbours(corpus, params, corpus.dense, progress=progress, threads=self.workers)
 
 
 class DatabaseExecutor(LocalExecutor):

@@ -20,7 +20,6 @@ The FAISS index, the served lists and the version are made here, as in a local b
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -37,7 +36,9 @@ import scipy.sparse as sp
 from distributed import Client, Future, as_completed
 
 from index.faiss_index import load_index, save_index
-from index.neighbours import Corpus, FirstPass, NeighbourParams, expanded_rows, final_pass_rows, first_pass_rows
+from index.neighbours import (
+    Corpus, FirstPass, NeighbourParams, expanded_rows, final_pass_rows, first_pass_rows, row_ranges,
+)
 from index.postings import RarePostings
 from recommender.pipeline.build import Intake, article_rows, documents
 from recommender.config import PipelineConfig
@@ -174,12 +175,6 @@ class DaskExecutor:
                 yield Path(directory)
             finally:
                 self.client.run(forget_shared)
-
-
-def row_ranges(n: int, batch_size: int, tasks: int) -> list[slice]:
-    """About `tasks` ranges of whole batches, so every batch is the one a local build searches."""
-    step = max(1, math.ceil(n / batch_size / max(1, tasks))) * batch_size
-    return [slice(start, min(n, start + step)) for start in range(0, n, step)]
 
 
 def tick(client: Client, futures: list[Future], advance: Advance) -> None:
