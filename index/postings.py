@@ -189,15 +189,24 @@ def _nearest(rows, keys, offset, start, stop, key, budget):  # pragma: no cover
 
 
 @numba.njit(cache=True, nogil=True)
-def _gather(indptr, rows, weights, keys, offset, term, key, budget, w, score, touched, used):  # pragma: no cover
-    """Adds w x weight to the score of the rows in the term's `budget` postings nearest `key`."""
+def _gather(indptr, rows, weights, keys, offset, term, key, budget, w, slot_rows, slot_scores, touched, used):  # pragma: no cover
+    """Adds w x weight to the score of the rows in the term's `budget` postings nearest `key`.
+
+    Scores live in a small open-addressing table (a few times the postings a query can read), not
+    in an array over every article: that would be zeroed for each draft (4 MB at 1M articles) and
+    missed in cache on every posting."""
+    mask = len(slot_rows) - 1
     lo, hi = _nearest(rows, keys, offset, indptr[term], indptr[term + 1], key, budget)
     for p in range(lo, hi):
         r = rows[p]
-        if score[r] == 0.0:
-            touched[used] = r
+        h = (r * 2654435761) & mask
+        while slot_rows[h] != r and slot_rows[h] >= 0:
+            h = (h + 1) & mask
+        if slot_rows[h] < 0:
+            slot_rows[h] = r
+            touched[used] = h
             used += 1
-        score[r] += w * weights[p]
+        slot_scores[h] += w * weights[p]
     return used
 
 
@@ -209,8 +218,13 @@ def _candidates(
     n = len(q_indptr) - 1
     out = np.full((n, width), -1, dtype=np.int64)
     for chunk in numba.prange(n_chunks):
-        score = np.zeros(n_rows, dtype=np.float32)  # reset through `touched` after each query
-        touched = np.empty(min(2 * terms * budget, n_rows), dtype=np.int64)
+        most = min(2 * terms * budget, n_rows)  # rows a query can reach
+        size = 16
+        while size < 2 * most:
+            size *= 2
+        slot_rows = np.full(size, -1, dtype=np.int64)  # reset through `touched` after each query
+        slot_scores = np.zeros(size, dtype=np.float32)
+        touched = np.empty(most, dtype=np.int64)
         best_rows = np.empty(width, dtype=np.int64)
         best_scores = np.empty(width, dtype=np.float32)
         for i in range(chunk * n // n_chunks, (chunk + 1) * n // n_chunks):
@@ -227,14 +241,16 @@ def _candidates(
                 if w <= 0.0:
                     break
                 t = q_indices[start + u]
-                used = _gather(b_indptr, b_rows, b_weights, b_keys, 0, t, q_keys[i], budget, w, score, touched, used)
-                used = _gather(t_indptr, t_rows, t_weights, t_keys, t_offset, t, q_keys[i], budget, w, score, touched, used)
+                used = _gather(b_indptr, b_rows, b_weights, b_keys, 0, t, q_keys[i], budget, w, slot_rows, slot_scores, touched, used)
+                used = _gather(
+                    t_indptr, t_rows, t_weights, t_keys, t_offset, t, q_keys[i], budget, w, slot_rows, slot_scores, touched, used
+                )
             # the best `width`, by score then row id (the same whatever the thread count)
             count = 0
             for u in range(used):
-                r = touched[u]
-                s = score[r]
-                score[r] = 0.0
+                h = touched[u]
+                r, s = slot_rows[h], slot_scores[h]
+                slot_rows[h], slot_scores[h] = -1, 0.0
                 if r == exclude[i]:
                     continue
                 if count == width and (s < best_scores[count - 1] or (s == best_scores[count - 1] and r > best_rows[count - 1])):
