@@ -121,8 +121,11 @@ class RarePostings:
                 inside = (self_ids >= block.offset) & (self_ids < block.stop)
                 keys[inside] = block.keys[self_ids[inside] - block.offset]
             return keys
-        newest = max(float(block.keys.max(initial=0.0)) for block in self.blocks)
-        return np.where(np.isfinite(times), times, newest)
+        return np.where(np.isfinite(times), times, self._newest)
+
+    @cached_property
+    def _newest(self) -> float:
+        return max(float(block.keys.max(initial=0.0)) for block in self.blocks)
 
     def candidates(
         self, queries: sp.csr_matrix, keys: np.ndarray, *, terms: int, budget: int, width: int,
@@ -137,7 +140,7 @@ class RarePostings:
         return _candidates(
             queries.indptr.astype(np.int64, copy=False), queries.indices.astype(np.int32, copy=False),
             queries.data.astype(np.float32, copy=False), np.ascontiguousarray(keys, dtype=np.float64), exclude,
-            self.rare, base.stop + (tail.stop - tail.offset), base.indptr, base.rows, base.weights, base.keys,
+            self.rare, tail.stop, base.indptr, base.rows, base.weights, base.keys,
             tail.indptr, tail.rows, tail.weights, tail.keys, tail.offset, terms, budget, width,
             min(n, 2 * numba.get_num_threads()),
         )
