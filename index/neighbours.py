@@ -3,7 +3,8 @@
 LSA vectors find candidates fast but blur the rare names that hold a news story together,
 so the order comes from exact sparse cosine, in two passes:
 
-1. candidates from FAISS, scored by the cosine of the TF-IDF rows;
+1. candidates from FAISS and from the postings of each row's heaviest rare terms
+   (index/postings.py), scored by the cosine of the TF-IDF rows;
 2. each row is expanded with its top `feedback` neighbours (pseudo-relevance feedback,
    Rocchio style), and candidates are re-scored by the cosine of the expanded rows,
    which rewards articles that share a neighbourhood, not only words;
@@ -278,6 +279,12 @@ def corpus_queries(corpus: Corpus, dense: np.ndarray) -> Queries:
     return Queries(corpus.sparse, dense, corpus.times, np.arange(corpus.sparse.shape[0]))
 
 
+def exact_search_pinned(index: faiss.Index) -> contextlib.AbstractContextManager:
+    """One BLAS thread while an exact index searches (see `first_pass_rows`); nothing for the others."""
+    exact = isinstance(faiss.downcast_index(index), faiss.IndexFlat)
+    return threadpool_limits(1, user_api="blas") if exact else contextlib.nullcontext()
+
+
 def first_pass_rows(
     corpus: Corpus, params: NeighbourParams, dense: np.ndarray, rows: slice,
     progress: Callable[[int], object] | None = None,
@@ -296,8 +303,7 @@ def first_pass_rows(
         rows, [], np.full((rows.stop - rows.start, width), MISSING, dtype=np.int64),
         np.zeros((rows.stop - rows.start, width), dtype=np.float32),
     )
-    exact = isinstance(faiss.downcast_index(corpus.index), faiss.IndexFlat)
-    with threadpool_limits(1, user_api="blas") if exact else contextlib.nullcontext():
+    with exact_search_pinned(corpus.index):
         for part in row_batches(rows, params.batch_size):
             ids, dense_scores, first = first_pass(corpus, subset(queries, part), params, params.candidates)
             found.candidates.append((ids.astype(np.int32), dense_scores))
@@ -374,8 +380,9 @@ def build_neighbours(
                 progress(count)
 
     ranges = row_ranges(n, params.batch_size, RANGES_PER_THREAD * threads)
-    exact = isinstance(faiss.downcast_index(corpus.index), faiss.IndexFlat)
-    with threadpool_limits(1, user_api="blas") if exact else contextlib.nullcontext(), kernel_threads(threads) as pool:
+    # Pinned once around the threads: each range's own pin, entered and left while the other thread
+    # searches, would hand that thread back every BLAS thread in the middle of its search.
+    with exact_search_pinned(corpus.index), kernel_threads(threads) as pool:
         found = list(pool.map(lambda rows: first_pass_rows(corpus, params, dense, rows, advance), ranges))
         if params.feedback > 0:
             corpus.expanded = sp.vstack(list(pool.map(lambda part: expanded_rows(corpus, params, part), found))).tocsr()
